@@ -1,0 +1,71 @@
+"""Stage `download`: get CIFAR-10 (hub id or local copy) into data/raw, still encoded.
+
+Output folder: <split>.npz (the image files' bytes, concatenated, with offsets, labels and names)
+for train and test, and source.json (where it came from, class names, counts, checksums).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stages.io import atomic_path, raise_on_sigterm, save_arrays, save_json
+from stages.params import load_params
+from stages.sources import (SPLITS, EncodedSplit, content_checksum, file_sha256, is_local,
+                            read_hub, read_local)
+
+
+def pack(split: EncodedSplit) -> dict[str, np.ndarray]:
+    sizes = np.fromiter((len(b) for b in split.blobs), dtype=np.int64, count=len(split.blobs))
+    offsets = np.concatenate(([0], np.cumsum(sizes)))
+    return {"bytes": np.frombuffer(b"".join(split.blobs), dtype=np.uint8),
+            "offsets": offsets, "labels": split.labels, "names": np.asarray(split.names)}
+
+
+def unpack(arrays: dict[str, np.ndarray]) -> EncodedSplit:
+    data, off = arrays["bytes"], arrays["offsets"]
+    blobs = [data[off[k]:off[k + 1]].tobytes() for k in range(len(off) - 1)]
+    return EncodedSplit(blobs, arrays["labels"], [str(n) for n in arrays["names"]])
+
+
+def run(source: str, out_dir: Path) -> dict:
+    t0 = time.perf_counter()
+    record: dict = {"source": source}
+    if is_local(source):
+        path = Path(source).expanduser()
+        splits, classes = read_local(path)
+        record["kind"] = "local"
+        if path.is_file():
+            record["archive_sha256"] = file_sha256(path)
+    else:
+        splits, classes = read_hub(source)
+        record["kind"] = "huggingface"
+    record.update(
+        classes=classes,
+        counts={s: len(splits[s].blobs) for s in SPLITS},
+        content_sha256=content_checksum(splits, classes),
+    )
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for s in SPLITS:
+            save_arrays(tmp / f"{s}.npz", **pack(splits[s]))
+        save_json(tmp / "source.json", record)
+    print(f"download: {record['counts']} images, {len(classes)} classes from {source!r} "
+          f"in {time.perf_counter() - t0:.1f}s; content sha256 {record['content_sha256'][:16]}…")
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    raise_on_sigterm()
+    params = load_params(args.params)
+    run(params.data.source, args.out)
+
+
+if __name__ == "__main__":
+    main()

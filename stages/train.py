@@ -1,0 +1,113 @@
+"""Stage `train@<version>-<seed>`: train one ViT on one augmentation recipe with one seed.
+
+Writes the final model (weights + everything evaluation needs to rebuild it) and the DVCLive
+per-epoch curves. Epoch checkpoints go to a resume folder outside DVC's outputs, so a run
+killed mid-way continues from its last epoch when `dvc repro` is run again.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from dvclive.lightning import DVCLiveLogger
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from stages.batches import ArrayDataModule, load_classes
+from stages.io import atomic_path, load_json, raise_on_sigterm
+from stages.model import AugViT, vit_config
+from stages.params import Params, as_plain, load_params
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def build_module(params: Params, version: str, seed: int, recipe: dict, classes: list[str],
+                 steps_per_epoch: int) -> AugViT:
+    m, t = params.model, params.train
+    return AugViT(
+        vit_config=None if m.pretrained else vit_config(m, len(classes)),
+        pretrained=m.pretrained, classes=classes, recipe=recipe, image_size=m.image_size,
+        mean=list(m.mean), std=list(m.std), freeze_backbone=m.freeze_backbone, seed=seed,
+        version=version, lr=t.lr, weight_decay=t.weight_decay,
+        warmup_steps=int(t.warmup_epochs * steps_per_epoch),
+        total_steps=t.epochs * steps_per_epoch, label_smoothing=t.label_smoothing)
+
+
+def run(params: Params, version: str, seed: int, recipe_path: Path, prepared: Path,
+        model_out: Path, live_out: Path, resume_dir: Path, fresh: bool = False) -> None:
+    t0 = time.perf_counter()
+    t = params.train
+    recipe = load_json(recipe_path)["ops"]
+    classes = load_classes(prepared)
+    L.seed_everything(seed, workers=True, verbose=False)
+    data = ArrayDataModule(prepared, t.batch_size, params.eval.batch_size, seed)
+    world = t.devices * t.num_nodes
+    steps_per_epoch = len(data.train[1]) // t.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"train.batch_size={t.batch_size} is larger than the train split "
+                         f"({len(data.train[1])} images); lower it.")
+    if t.batch_size % world:
+        raise ValueError(f"train.batch_size={t.batch_size} must divide evenly over "
+                         f"train.devices x train.num_nodes = {world} processes.")
+    model = build_module(params, version, seed, recipe, classes, steps_per_epoch)
+    if t.compile:
+        model.vit.compile()
+
+    if fresh and resume_dir.exists():
+        shutil.rmtree(resume_dir)
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    last = resume_dir / "last.ckpt"
+    resuming = last.is_file()
+    if resuming:
+        print(f"train: resuming {version} seed {seed} from {last} "
+              "(delete it or pass --fresh to start over)")
+    logger = DVCLiveLogger(dir=str(resume_dir / "dvclive"), dvcyaml=False, save_dvc_exp=False,
+                           resume=resuming, report=None)
+    ckpt = ModelCheckpoint(dirpath=resume_dir, save_last=True, save_top_k=0,
+                           every_n_epochs=1, save_on_train_epoch_end=True)
+    trainer = L.Trainer(
+        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
+        num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=resolve_precision(t.precision, t.accelerator),
+        logger=logger, callbacks=[ckpt], num_sanity_val_steps=0, log_every_n_steps=10,
+        use_distributed_sampler=False, enable_model_summary=False, deterministic=False)
+    trainer.fit(model, datamodule=data, ckpt_path=str(last) if resuming else None)
+
+    if trainer.is_global_zero:
+        with atomic_path(model_out) as tmp:
+            trainer.save_checkpoint(tmp, weights_only=True)
+        with atomic_path(live_out) as tmp:
+            shutil.copytree(resume_dir / "dvclive", tmp)
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        print(f"train: {version} seed {seed} done in {time.perf_counter() - t0:.0f}s "
+              f"-> {model_out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--version", required=True)
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--recipe", type=Path, required=True)
+    ap.add_argument("--prepared", type=Path, required=True)
+    ap.add_argument("--model-out", type=Path, required=True)
+    ap.add_argument("--live-out", type=Path, required=True)
+    ap.add_argument("--resume-dir", type=Path, required=True)
+    ap.add_argument("--fresh", action="store_true", help="ignore any resume checkpoint")
+    args = ap.parse_args(argv)
+    raise_on_sigterm()
+    params = load_params(args.params)
+    run(params, args.version, args.seed, args.recipe, args.prepared, args.model_out,
+        args.live_out, args.resume_dir, fresh=args.fresh)
+
+
+if __name__ == "__main__":
+    main()
