@@ -82,7 +82,9 @@ class ModelParams:
     num_heads: int = 3
     mlp_ratio: int = 4
     dropout: float = 0.0
-    freeze_backbone: bool = False
+    # A study axis: each listed setting trains every version (true: only the classifier, as the
+    # seed notebook did). [false, true] runs both.
+    freeze_backbone: tuple[bool, ...] = (False,)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
@@ -157,7 +159,7 @@ def _coerce(key: str, value: Any, default: Any, annotation: str, problems: list[
         problems.append(f"{key}: got null; expected {annotation}")
         return default
     if annotation.startswith("tuple"):
-        inner = float if "float" in annotation else int
+        inner = bool if "bool" in annotation else float if "float" in annotation else int
         if not isinstance(value, (list, tuple)) or (
                 "..." not in annotation and len(value) != len(default)):
             want = "a list" if "..." in annotation else f"a list of {len(default)} numbers"
@@ -318,6 +320,10 @@ def _check_sections(p: dict, problems: list[str]) -> None:
            f"a whole number >= 1 dividing model.hidden_size ({m.hidden_size})")
     _check(problems, 0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "a number in [0, 1)")
     _check(problems, all(s > 0 for s in m.std), "model.std", list(m.std), "3 numbers > 0")
+    _check(problems, len(m.freeze_backbone) >= 1 and
+           len(set(m.freeze_backbone)) == len(m.freeze_backbone), "model.freeze_backbone",
+           list(m.freeze_backbone), "a non-empty list of distinct booleans: [false], [true] or "
+           "[false, true]")
     _check(problems, len(t.seeds) >= 1 and len(set(t.seeds)) == len(t.seeds), "train.seeds",
            list(t.seeds), "a non-empty list of distinct whole numbers")
     _check(problems, t.epochs >= 1, "train.epochs", t.epochs, "a whole number >= 1")

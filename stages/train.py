@@ -29,19 +29,19 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
-def build_module(params: Params, version: str, seed: int, recipe: dict, classes: list[str],
-                 steps_per_epoch: int) -> AugViT:
+def build_module(params: Params, version: str, seed: int, freeze: bool, recipe: dict,
+                 classes: list[str], steps_per_epoch: int) -> AugViT:
     m, t = params.model, params.train
     return AugViT(
         vit_config=None if m.pretrained else vit_config(m, len(classes)),
         pretrained=m.pretrained, classes=classes, recipe=recipe, image_size=m.image_size,
-        mean=list(m.mean), std=list(m.std), freeze_backbone=m.freeze_backbone, seed=seed,
+        mean=list(m.mean), std=list(m.std), freeze_backbone=freeze, seed=seed,
         version=version, lr=t.lr, weight_decay=t.weight_decay,
         warmup_steps=int(t.warmup_epochs * steps_per_epoch),
         total_steps=t.epochs * steps_per_epoch, label_smoothing=t.label_smoothing)
 
 
-def run(params: Params, version: str, seed: int, recipe_path: Path, prepared: Path,
+def run(params: Params, version: str, seed: int, freeze: bool, recipe_path: Path, prepared: Path,
         model_out: Path, live_out: Path, resume_dir: Path, fresh: bool = False) -> None:
     t0 = time.perf_counter()
     t = params.train
@@ -57,7 +57,7 @@ def run(params: Params, version: str, seed: int, recipe_path: Path, prepared: Pa
     if t.batch_size % world:
         raise ValueError(f"train.batch_size={t.batch_size} must divide evenly over "
                          f"train.devices x train.num_nodes = {world} processes.")
-    model = build_module(params, version, seed, recipe, classes, steps_per_epoch)
+    model = build_module(params, version, seed, freeze, recipe, classes, steps_per_epoch)
     if t.compile:
         model.vit.compile()
 
@@ -67,7 +67,7 @@ def run(params: Params, version: str, seed: int, recipe_path: Path, prepared: Pa
     last = resume_dir / "last.ckpt"
     resuming = last.is_file()
     if resuming:
-        print(f"train: resuming {version} seed {seed} from {last} "
+        print(f"train: resuming {version} seed {seed} freeze {freeze} from {last} "
               "(delete it or pass --fresh to start over)")
     logger = DVCLiveLogger(dir=str(resume_dir / "dvclive"), dvcyaml=False, save_dvc_exp=False,
                            resume=resuming, report=None)
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--version", required=True)
     ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--freeze", choices=["true", "false"], required=True,
+                    help="freeze the backbone (one value of model.freeze_backbone)")
     ap.add_argument("--recipe", type=Path, required=True)
     ap.add_argument("--prepared", type=Path, required=True)
     ap.add_argument("--model-out", type=Path, required=True)
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     raise_on_sigterm()
     params = load_params(args.params)
-    run(params, args.version, args.seed, args.recipe, args.prepared, args.model_out,
+    run(params, args.version, args.seed, args.freeze == "true", args.recipe, args.prepared, args.model_out,
         args.live_out, args.resume_dir, fresh=args.fresh)
 
 
