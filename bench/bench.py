@@ -1,0 +1,228 @@
+"""Throughput benchmark: the notebook's input pipeline vs the project's, in one process.
+
+    python -m bench.bench                      # full run (CPU ~5 min; GPU when present)
+    python -m bench.bench --quick              # tiny sizes (the smoke test uses this)
+    python -m bench.bench --out bench/results/cpu.json
+
+Measures, on the same data (CIFAR-10 test images from data/prepared when present, else random
+uint8 images of the same shape) and prints as a table, and writes as JSON:
+  1. augmentation images/s, version_1 recipe, 224x224 output: the notebook's per-image PIL
+     pipeline (one worker = one core) vs the project's batched pipeline (one thread, and all);
+  2. training-step images/s for the default 32x32 ViT and ViT-B/16 at 224 (random init, frozen
+     backbone as in the notebook): model only, the project's data path, the notebook's path;
+  3. wall time of a no-op `dvc repro` (everything cached), when run inside the project.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision import transforms as T
+
+from stages.augment import build_inputs
+from stages.model import AugViT
+from stages.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+VIT_B16 = {"image_size": 224, "patch_size": 16, "hidden_size": 768, "num_hidden_layers": 12,
+           "num_attention_heads": 12, "intermediate_size": 3072, "num_labels": 10}
+
+
+def notebook_transform(size: int) -> T.Compose:
+    """The seed notebook's train transform, per PIL image."""
+    return T.Compose([
+        T.Resize(size), T.RandomHorizontalFlip(), T.RandomResizedCrop(size),
+        T.ColorJitter(0.2, 0.2, 0.2, 0.2), T.GaussianBlur(3), T.RandomGrayscale(0.2),
+        T.ToTensor(), T.Normalize(MEAN, STD)])
+
+
+def load_images(n: int) -> np.ndarray:
+    """(n, 3, 32, 32) uint8: prepared CIFAR-10 test images if available."""
+    path = ROOT / "data" / "prepared" / "test.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            imgs = z["images"]
+        return np.concatenate([imgs] * (n // len(imgs) + 1))[:n]
+    return np.random.default_rng(0).integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+
+
+def timeit(fn, repeats: int, warmup: int = 1, sync=None) -> float:
+    """Best-of-N seconds per call."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        if sync:
+            sync()
+        t = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def recipe_v1() -> dict:
+    return load_params(ROOT / "params.yaml").recipe("version_1")
+
+
+def bench_augment(images: np.ndarray, batch: int, repeats: int, device: torch.device) -> dict:
+    recipe = recipe_v1()
+    pil = [Image.fromarray(im.transpose(1, 2, 0)) for im in images[:batch]]
+    tf = notebook_transform(224)
+    t_nb = timeit(lambda: [tf(im) for im in pil], repeats)
+    x = torch.from_numpy(images[:batch]).to(device)
+    gen = torch.Generator()
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    out = {"batch": batch, "notebook_pil_1core": batch / t_nb}
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        t1 = timeit(lambda: build_inputs(x, recipe, 224, MEAN, STD, gen), repeats)
+        torch.set_num_threads(threads)
+        out["batched_cpu_1thread"] = batch / t1
+        out["cpu_threads"] = threads
+    tn = timeit(lambda: build_inputs(x, recipe, 224, MEAN, STD, gen), repeats, sync=sync)
+    out[f"batched_{device.type}"] = batch / tn
+    out["augment_ms_per_batch"] = 1000 * tn
+    return out
+
+
+def bench_train_step(name: str, cfg: dict, images: np.ndarray, batch: int, repeats: int,
+                     device: torch.device, freeze: bool) -> dict:
+    """images/s of one optimizer step: model only / project data path / notebook data path."""
+    size = cfg["image_size"]
+    recipe = recipe_v1()
+    model = AugViT(vit_config=cfg, classes=[str(k) for k in range(10)], recipe=recipe,
+                   image_size=size, mean=list(MEAN), std=list(STD), freeze_backbone=freeze,
+                   seed=0).to(device).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-4)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    u8 = torch.from_numpy(images[:batch]).to(device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    ready = build_inputs(u8, recipe, size, MEAN, STD, model.aug_gen)
+    pil = [Image.fromarray(im.transpose(1, 2, 0)) for im in images[:batch]]
+    tf = notebook_transform(size)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+
+    def step(x: torch.Tensor) -> None:
+        with amp:
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    t_model = timeit(lambda: step(ready), repeats, sync=sync)
+    t_project = timeit(lambda: step(model.inputs(u8, train=True)), repeats, sync=sync)
+    t_nb = timeit(lambda: step(torch.stack([tf(im) for im in pil]).to(device)), repeats,
+                  sync=sync)
+    t_aug = timeit(lambda: model.inputs(u8, train=True), repeats, sync=sync)
+    return {"model": name, "batch": batch, "frozen_backbone": freeze,
+            "model_only": batch / t_model, "project_path": batch / t_project,
+            "notebook_path": batch / t_nb,
+            "data_path_share_of_step": 1 - t_model / t_project,
+            "augment_share_of_step": t_aug / t_project}
+
+
+def bench_noop_repro() -> dict:
+    if not (ROOT / "dvc.lock").is_file():
+        return {"skipped": "no dvc.lock: run `dvc repro` once first"}
+    status = subprocess.run(["dvc", "status", "--json"], cwd=ROOT, capture_output=True,
+                            text=True)
+    if status.returncode != 0 or json.loads(status.stdout or "{}"):
+        return {"skipped": "pipeline not fully cached (dvc status shows changes)"}
+    t = time.perf_counter()
+    r = subprocess.run(["dvc", "repro"], cwd=ROOT, capture_output=True, text=True)
+    return {"seconds": time.perf_counter() - t, "ok": r.returncode == 0}
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def print_table(res: dict) -> None:
+    print(f"\nmachine: {res['machine']}")
+    for dev, a in res["augment"].items():
+        print(f"\n[augmentation, version_1 recipe, 224x224 output, {dev}, batch {a['batch']}]")
+        print(f"  notebook per-image PIL, 1 core : {a['notebook_pil_1core']:10.0f} img/s")
+        if "batched_cpu_1thread" in a:
+            r = a["batched_cpu_1thread"] / a["notebook_pil_1core"]
+            print(f"  project batched, 1 thread      : {a['batched_cpu_1thread']:10.0f} img/s"
+                  f"   ({r:.1f}x per core)")
+        key = f"batched_{dev}"
+        print(f"  project batched, {dev:<14}: {a[key]:10.0f} img/s"
+              f"   ({a['augment_ms_per_batch']:.1f} ms/batch)")
+    print("\n[training step, images/s]")
+    print(f"  {'model':<22}{'dev':<6}{'batch':>6}{'model only':>12}{'project':>10}"
+          f"{'notebook':>10}{'proj/nb':>9}{'data share':>11}{'aug share':>10}")
+    for t in res["train_step"]:
+        print(f"  {t['model']:<22}{t['device']:<6}{t['batch']:>6}{t['model_only']:>12.1f}"
+              f"{t['project_path']:>10.1f}{t['notebook_path']:>10.1f}"
+              f"{t['project_path'] / t['notebook_path']:>8.1f}x"
+              f"{100 * t['data_path_share_of_step']:>10.1f}%"
+              f"{100 * t['augment_share_of_step']:>9.1f}%")
+    print(f"\n[no-op dvc repro] {res['noop_repro']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    ap.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    ap.add_argument("--no-repro", action="store_true", help="skip the no-op dvc repro timing")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    images = load_images(64 if quick else 512)
+    res: dict = {"machine": machine(), "quick": quick, "augment": {}, "train_step": []}
+    small = load_params(ROOT / "params.yaml").model
+    small_cfg = {"image_size": small.image_size, "patch_size": small.patch_size,
+                 "hidden_size": small.hidden_size, "num_hidden_layers": small.num_layers,
+                 "num_attention_heads": small.num_heads,
+                 "intermediate_size": small.mlp_ratio * small.hidden_size, "num_labels": 10}
+    for dev in devices:
+        gpu = dev.type == "cuda"
+        res["augment"][dev.type] = bench_augment(
+            images, 256 if gpu else (16 if quick else 128), 2 if quick else (10 if gpu else 3), dev)
+        print(f"augment on {dev.type} done", file=sys.stderr)
+        runs = [("vit-small-32 (default)", small_cfg, 256 if gpu else (16 if quick else 128),
+                 False)]
+        if not quick or gpu:
+            runs.append(("ViT-B/16-224 frozen", VIT_B16, 256 if gpu else 8, True))
+        for name, cfg, batch, freeze in runs:
+            r = bench_train_step(name, cfg, images, batch, 1 if quick else (10 if gpu else 2),
+                                 dev, freeze)
+            r["device"] = dev.type
+            res["train_step"].append(r)
+            print(f"train step {name} on {dev.type} done", file=sys.stderr)
+    res["noop_repro"] = ({"skipped": "--no-repro"} if args.no_repro else bench_noop_repro())
+    print_table(res)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=2) + "\n")
+        print(f"\nwritten: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

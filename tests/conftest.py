@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny generated image-folder datasets (tests never download)."""
+from __future__ import annotations
+
+import io
+import shutil
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CLASSES = ["cat", "dog", "frog"]
+
+
+def image_bytes(rng: np.random.Generator, label: int, mode: str = "RGB", size: int = 32,
+                fmt: str = "PNG") -> bytes:
+    """A learnable synthetic image: a class-dependent colour ramp plus noise."""
+    base = np.zeros((size, size, 3), np.float32)
+    base[..., label % 3] = np.linspace(60, 220, size)[None, :]
+    base += rng.normal(0, 20, base.shape)
+    im = Image.fromarray(base.clip(0, 255).astype(np.uint8), "RGB").convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def make_image_folder(root: Path, n_train: int = 12, n_test: int = 4, classes=CLASSES,
+                      odd_images: bool = True, seed: int = 0) -> Path:
+    """train/<class>/<i>.png and test/<class>/<i>.png; a few grayscale, RGBA, odd-sized ones."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for label, cls in enumerate(classes):
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                mode, size, fmt = "RGB", 32, "PNG"
+                if odd_images and i == 1:
+                    mode = "L"
+                elif odd_images and i == 2:
+                    mode = "RGBA"
+                elif odd_images and i == 3:
+                    size, fmt = 40, "JPEG"
+                ext = "jpg" if fmt == "JPEG" else "png"
+                (d / f"{i:04d}.{ext}").write_bytes(image_bytes(rng, label, mode, size, fmt))
+    return root
+
+
+def pack(folder: Path, out: Path) -> Path:
+    """Archive `folder`'s contents as .tar.gz, .tar or .zip (by out's suffix)."""
+    if out.name.endswith(".zip"):
+        with zipfile.ZipFile(out, "w") as zf:
+            for p in sorted(folder.rglob("*")):
+                if p.is_file():
+                    zf.write(p, p.relative_to(folder).as_posix())
+    else:
+        mode = "w:gz" if out.name.endswith((".tar.gz", ".tgz")) else "w"
+        with tarfile.open(out, mode) as tf:
+            for child in sorted(folder.iterdir()):
+                tf.add(child, arcname=child.name)
+    return out
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "imgs")
+
+
+@pytest.fixture
+def tiny_archive(tmp_path: Path, image_folder: Path) -> Path:
+    return pack(image_folder, tmp_path / "tiny.tar.gz")
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """The project's tracked files copied to a fresh folder (no data, no outputs)."""
+    dst = tmp_path / "project"
+    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "data", "models", "dvclive", "eval", "metrics", "plots", "reports",
+        "recipes", ".resume", "__pycache__", ".pytest_cache", "bench_results*", ".whl"))
+    return dst

@@ -1,0 +1,207 @@
+"""Each augmentation op: shape, range, per-image randomness, statistics, torchvision agreement."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import InterpolationMode
+
+from stages import augment as A
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+V1 = {"hflip": {"p": 0.5}, "crop": {"scale": [0.08, 1.0], "ratio": [0.75, 4 / 3]},
+      "color_jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.2},
+      "blur": {"kernel_size": 3, "sigma": [0.1, 2.0]}, "grayscale": {"p": 0.2}}
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def batch(n: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, size, size), generator=gen(seed), dtype=torch.uint8)
+
+
+# ------------------------------------------------------------------ the one input path
+
+def test_empty_recipe_is_exactly_the_eval_input():
+    """The seed notebook normalized eval inputs but not train inputs: never again."""
+    x = batch(4)
+    eval_in = A.build_inputs(x, {}, 64, MEAN, STD)
+    train_in = A.build_inputs(x, {}, 64, MEAN, STD, gen())
+    assert torch.equal(train_in, eval_in)
+    manual = TF.resize(x.float() / 255, [64, 64], InterpolationMode.BILINEAR, antialias=True)
+    manual = TF.normalize(manual, list(MEAN), list(STD))
+    torch.testing.assert_close(eval_in, manual, atol=1e-5, rtol=0)
+
+
+def test_train_step_and_eval_use_the_same_path():
+    from stages.model import AugViT
+    m = AugViT(vit_config={"image_size": 16, "patch_size": 8, "hidden_size": 8,
+                           "num_hidden_layers": 1, "num_attention_heads": 1,
+                           "intermediate_size": 8, "num_labels": 3},
+               classes=["a", "b", "c"], recipe={}, image_size=16, mean=[0.4] * 3,
+               std=[0.2] * 3, freeze_backbone=False, seed=0)
+    x = batch(3, 16)
+    assert torch.equal(m.inputs(x, train=True), m.inputs(x, train=False))
+    # and normalization is really applied in both
+    assert m.inputs(x, train=True).min() < -1.5
+
+
+def test_output_shape_dtype_range_and_normalization():
+    out = A.build_inputs(batch(5), V1, 224, MEAN, STD, gen())
+    assert out.shape == (5, 3, 224, 224) and out.dtype == torch.float32
+    assert out.min() >= -1 - 1e-5 and out.max() <= 1 + 1e-5
+
+
+def test_same_seed_same_draws_other_seed_other_draws():
+    x = batch(6)
+    a = A.build_inputs(x, V1, 32, MEAN, STD, gen(1))
+    b = A.build_inputs(x, V1, 32, MEAN, STD, gen(1))
+    c = A.build_inputs(x, V1, 32, MEAN, STD, gen(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_every_image_gets_its_own_draws():
+    same = batch(1).expand(16, -1, -1, -1).contiguous()
+    out = A.build_inputs(same, V1, 32, MEAN, STD, gen())
+    flat = out.flatten(1)
+    dist = torch.cdist(flat, flat)
+    assert (dist + torch.eye(16) * 1e9).min() > 1e-3
+
+
+def test_recipe_without_generator_is_refused():
+    with pytest.raises(ValueError, match="Generator"):
+        A.build_inputs(batch(2), V1, 32, MEAN, STD)
+
+
+# ------------------------------------------------------------------ statistics of the draws
+
+def test_flip_rate_is_p():
+    x = torch.arange(4).float().view(1, 1, 1, 4).expand(4000, 3, 1, 4)
+    out = A.random_hflip(x, gen(), p=0.5)
+    flipped = (out[:, 0, 0, 0] == 3).float().mean().item()
+    assert abs(flipped - 0.5) < 0.03
+    assert torch.equal(A.random_hflip(x, gen(), p=0.0), x)
+
+
+def test_grayscale_rate_is_p_and_gray_is_gray():
+    x = torch.rand(4000, 3, 2, 2, generator=gen())
+    out = A.random_grayscale(x, gen(), p=0.2)
+    gray = (out[:, 0] == out[:, 1]).all(-1).all(-1) & (out[:, 1] == out[:, 2]).all(-1).all(-1)
+    assert abs(gray.float().mean().item() - 0.2) < 0.03
+    torch.testing.assert_close(out[gray], TF.rgb_to_grayscale(x[gray], 3))
+
+
+def test_crop_boxes_respect_scale_and_ratio():
+    scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
+    boxes = A.crop_params(gen(), 5000, 32, 32, scale, ratio)
+    i, j, h, w = boxes.unbind(1)
+    assert (i >= 0).all() and (j >= 0).all() and (i + h <= 32).all() and (j + w <= 32).all()
+    area = h * w / 1024
+    # rounding to whole pixels widens the ranges by at most ~one pixel per side
+    assert area.min() >= scale[0] - 0.03 and area.max() <= 1.0
+    r = w / h
+    assert r.min() >= ratio[0] * 0.8 and r.max() <= ratio[1] * 1.25
+    assert area.std() > 0.1 and len(set(i.tolist())) > 10       # really varies per image
+
+
+def test_crop_fallback_is_the_central_crop():
+    # no try can succeed with an impossible scale: torchvision falls back to the centre crop
+    boxes = A.crop_params(gen(), 3, 32, 32, (1.5, 2.0), (3 / 4, 4 / 3))
+    assert boxes.tolist() == [[0, 0, 32, 32]] * 3
+
+
+def test_jitter_factors_within_their_ranges_and_orders_are_permutations():
+    order, f = A.jitter_params(gen(), 5000, brightness=0.2, contrast=0.3, saturation=0.4, hue=0.1)
+    assert (order.sort(1).values == torch.arange(4)).all()
+    assert len({tuple(o) for o in order.tolist()}) == 24       # all 24 orders occur
+    for k, (lo, hi) in enumerate([(0.8, 1.2), (0.7, 1.3), (0.6, 1.4), (-0.1, 0.1)]):
+        assert f[:, k].min() >= lo and f[:, k].max() <= hi
+        assert f[:, k].min() < lo + 0.01 and f[:, k].max() > hi - 0.01
+
+
+def test_blur_sigma_within_range():
+    k = A.gaussian_kernels(A._uniform(gen(), 1000, 0.1, 2.0), 3)
+    assert torch.allclose(k.sum(1), torch.ones(1000))
+    centre = k[:, 1]
+    # sigma 0.1 -> almost a delta; sigma 2.0 -> centre weight 1/(1+2*exp(-1/8))
+    assert centre.max() <= 1.0 and centre.min() >= 1 / (1 + 2 * math.exp(-1 / 8)) - 1e-4
+
+
+# ------------------------------------------------------------------ agreement with torchvision
+
+@pytest.mark.parametrize("op,tv,factors", [
+    (A.adjust_brightness, TF.adjust_brightness, [0.8, 1.0, 1.2]),
+    (A.adjust_contrast, TF.adjust_contrast, [0.8, 1.0, 1.2]),
+    (A.adjust_saturation, TF.adjust_saturation, [0.8, 0.0, 1.2]),
+    (A.adjust_hue, TF.adjust_hue, [-0.2, 0.0, 0.13]),
+])
+def test_photometric_ops_match_torchvision_per_image(op, tv, factors):
+    x = torch.rand(3, 3, 16, 16, generator=gen())
+    ours = op(x, torch.tensor(factors))
+    for k, f in enumerate(factors):
+        torch.testing.assert_close(ours[k], tv(x[k], f), atol=2e-5, rtol=0)
+
+
+def test_jitter_applies_each_images_own_order():
+    x = torch.rand(2, 3, 8, 8, generator=gen())
+    order = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]])
+    f = torch.tensor([[1.2, 0.8, 1.3, 0.1], [0.9, 1.1, 0.7, -0.05]])
+    out = A.apply_jitter(x, order, f)
+    tv_ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for b in range(2):
+        ref = x[b]
+        for j in order[b].tolist():
+            ref = tv_ops[j](ref, f[b, j].item())
+        torch.testing.assert_close(out[b], ref, atol=2e-5, rtol=0)
+
+
+def test_crop_and_resize_in_one_resample_matches_resized_crop():
+    x = torch.rand(4, 3, 32, 32, generator=gen())
+    boxes = torch.tensor([[0, 0, 32, 32], [3, 5, 20, 16], [10, 0, 22, 30], [1, 2, 8, 8]]).float()
+    size = 56
+    ours = A.resample(x, boxes, size)
+    for b, (i, j, h, w) in enumerate(boxes.int().tolist()):
+        ref = TF.resized_crop(x[b], i, j, h, w, [size, size], InterpolationMode.BILINEAR,
+                              antialias=True)
+        # inside the box's outer half pixel both read the same pixels; at the very edge
+        # torchvision clamps to the box while the one-pass resample reads the neighbour
+        ys = (torch.arange(size) + 0.5) * h / size - 0.5
+        xs = (torch.arange(size) + 0.5) * w / size - 0.5
+        inner = ((ys >= 0) & (ys <= h - 1))[:, None] & ((xs >= 0) & (xs <= w - 1))[None, :]
+        torch.testing.assert_close(ours[b][:, inner], ref[:, inner], atol=1e-5, rtol=0)
+        assert (ours[b] - ref).abs().mean() < 0.02
+
+
+def test_blur_matches_torchvision_gaussian_blur():
+    x = torch.rand(3, 3, 24, 24, generator=gen())
+    sigmas = torch.tensor([0.1, 0.7, 2.0])
+    ours = A.blur(x, sigmas, 3)
+    for b, s in enumerate(sigmas.tolist()):
+        ref = TF.gaussian_blur(x[b], [3, 3], [s, s])
+        torch.testing.assert_close(ours[b], ref, atol=1e-5, rtol=0)
+
+
+def test_pixel_ops_before_upscale_close_to_torchvision_order():
+    """What running jitter/grayscale at 32x32 before the upscale costs, measured.
+
+    Reference: torchvision's order (crop+resize to 224, then jitter, then grayscale) with the
+    same parameters. Measured here: mean |difference| ~0.004 (on a [0,1] scale, i.e. about one
+    grey level in 255), the largest part from hue (non-linear per pixel) and contrast (whole
+    image mean vs crop mean).
+    """
+    x = torch.rand(16, 3, 32, 32, generator=gen())
+    x = torch.nn.functional.avg_pool2d(x, 3, 1, 1)        # natural-ish images, not pure noise
+    boxes = A.crop_params(gen(1), 16, 32, 32, (0.08, 1.0), (3 / 4, 4 / 3))
+    order, f = A.jitter_params(gen(2), 16, 0.2, 0.2, 0.2, 0.2)
+    fast = A.resample(A.apply_jitter(x, order, f), boxes, 224)
+    ref = A.apply_jitter(A.resample(x, boxes, 224), order, f)
+    diff = (fast - ref).abs()
+    assert diff.mean() < 0.01, diff.mean()
+    # grayscale and brightness-only commute exactly (up to float rounding)
+    gray_fast = A.resample(A.grayscale(x).expand_as(x), boxes, 224)
+    gray_ref = A.grayscale(A.resample(x, boxes, 224)).expand_as(gray_fast)
+    torch.testing.assert_close(gray_fast, gray_ref, atol=1e-5, rtol=0)

@@ -1,0 +1,152 @@
+"""download + prepare: every source kind, layout errors, odd images, the split, the batches."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CLASSES, make_image_folder, pack
+from stages import download, prepare
+from stages.batches import ArrayBatches
+from stages.io import load_arrays, load_json
+from stages.params import DataParams
+from stages.sources import SourceError, read_hub, read_local
+
+
+@pytest.mark.parametrize("suffix", ["dir", ".tar.gz", ".tar", ".zip"])
+def test_every_local_source_kind_reads_the_same(tmp_path, image_folder, suffix):
+    src = image_folder if suffix == "dir" else pack(image_folder, tmp_path / f"d{suffix}")
+    record = download.run(str(src), tmp_path / "raw")
+    assert record["classes"] == sorted(CLASSES)
+    assert record["counts"] == {"train": 36, "test": 12}
+    ref = download.run(str(image_folder), tmp_path / "raw_ref")
+    assert record["content_sha256"] == ref["content_sha256"]   # independent of the container
+    if suffix != "dir":
+        assert len(record["archive_sha256"]) == 64
+
+
+def test_archive_with_one_top_level_folder(tmp_path, image_folder):
+    wrapped = tmp_path / "wrapped"
+    shutil.copytree(image_folder, wrapped / "cifar10")
+    splits, classes = read_local(pack(wrapped, tmp_path / "w.zip"))
+    assert classes == sorted(CLASSES) and len(splits["train"].blobs) == 36
+
+
+def test_prepare_converts_odd_images_and_splits_stratified(tmp_path, tiny_archive):
+    download.run(str(tiny_archive), tmp_path / "raw")
+    meta = prepare.run(DataParams(val_fraction=0.25, seed=3), tmp_path / "raw", tmp_path / "prep")
+    tr = load_arrays(tmp_path / "prep" / "train.npz")
+    va = load_arrays(tmp_path / "prep" / "val.npz")
+    te = load_arrays(tmp_path / "prep" / "test.npz")
+    # grayscale, RGBA and 40x40 JPEG inputs all become (3, 32, 32) uint8
+    assert tr["images"].shape == (27, 3, 32, 32) and tr["images"].dtype == np.uint8
+    assert va["images"].shape == (9, 3, 32, 32) and te["images"].shape == (12, 3, 32, 32)
+    assert np.bincount(va["labels"]).tolist() == [3, 3, 3]        # stratified
+    assert meta["counts"] == {"train": 27, "val": 9, "test": 12}
+    # the grayscale image (index 1 of each class) decoded to three equal channels
+    assert meta["skipped"] == {"train": [], "test": []}
+
+
+def test_split_is_deterministic_and_disjoint():
+    labels = np.repeat(np.arange(10), 50)
+    a = prepare.stratified_split(labels, 0.1, seed=0)
+    b = prepare.stratified_split(labels, 0.1, seed=0)
+    c = prepare.stratified_split(labels, 0.1, seed=1)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[1], c[1])
+    assert not set(a[0]) & set(a[1]) and len(a[0]) + len(a[1]) == 500
+    sub, _ = prepare.stratified_split(labels, 0.1, seed=0, train_size=90)
+    assert len(sub) == 90 and np.bincount(labels[sub]).tolist() == [9] * 10
+
+
+def test_undecodable_image_is_skipped_named_and_counted(tmp_path, capsys):
+    folder = make_image_folder(tmp_path / "imgs", n_train=40)
+    bad = folder / "train" / "dog" / "0005.png"
+    bad.write_bytes(b"not an image at all")
+    download.run(str(folder), tmp_path / "raw")
+    meta = prepare.run(DataParams(), tmp_path / "raw", tmp_path / "prep")
+    assert meta["skipped"]["train"] == ["train/dog/0005.png"]
+    assert meta["counts"]["train"] + meta["counts"]["val"] == 119
+    assert "train/dog/0005.png" in capsys.readouterr().out
+
+
+def test_too_many_undecodable_images_fail_without_output(tmp_path):
+    folder = make_image_folder(tmp_path / "imgs")
+    for p in list((folder / "train" / "cat").iterdir())[:4]:
+        p.write_bytes(b"garbage")
+    download.run(str(folder), tmp_path / "raw")
+    with pytest.raises(prepare.PrepareError, match="cannot be decoded.*train/cat/"):
+        prepare.run(DataParams(), tmp_path / "raw", tmp_path / "prep")
+    assert not (tmp_path / "prep").exists()
+
+
+@pytest.mark.parametrize("breakage,message", [
+    ("missing", "no such file or folder"),
+    ("unsupported", "not a folder nor a supported archive"),
+    ("truncated", "truncated or corrupt"),
+    ("corrupt_zip", "truncated or corrupt"),
+    ("no_test", r"no images under test/"),
+    ("class_mismatch", r"class folders differ.*only in train: \['frog'\]"),
+])
+def test_bad_sources_get_a_clear_error_and_leave_no_output(tmp_path, image_folder, breakage,
+                                                           message):
+    src = tmp_path / "src"
+    if breakage == "missing":
+        src = tmp_path / "does-not-exist.tar.gz"
+    elif breakage == "unsupported":
+        src = tmp_path / "data.rar"
+        src.write_bytes(b"x" * 100)
+    elif breakage == "truncated":
+        full = pack(image_folder, tmp_path / "full.tar.gz").read_bytes()
+        src = tmp_path / "cut.tar.gz"
+        src.write_bytes(full[: len(full) // 2])
+    elif breakage == "corrupt_zip":
+        src = tmp_path / "bad.zip"
+        src.write_bytes(b"PK\x03\x04" + b"\x00" * 200)
+    elif breakage == "no_test":
+        shutil.rmtree(image_folder / "test")
+        src = image_folder
+    elif breakage == "class_mismatch":
+        shutil.rmtree(image_folder / "test" / "frog")
+        src = image_folder
+    with pytest.raises(SourceError, match=message) as e:
+        download.run(str(src), tmp_path / "raw")
+    assert "data.source" in str(e.value)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_unreachable_hub_says_so_and_how_to_use_a_local_copy(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
+    with pytest.raises(SourceError, match="No network may be reachable.*local copy"):
+        read_hub("uoft-cs/cifar10")
+
+
+def test_source_record_and_class_order(tmp_path, tiny_archive):
+    download.run(str(tiny_archive), tmp_path / "raw")
+    rec = load_json(tmp_path / "raw" / "source.json")
+    assert rec["source"] == str(tiny_archive) and rec["kind"] == "local"
+    assert rec["classes"] == ["cat", "dog", "frog"]
+
+
+def test_array_batches_shuffle_per_epoch_and_shard():
+    images = torch.arange(10).view(10, 1, 1, 1).expand(10, 3, 2, 2)
+    labels = torch.arange(10)
+    epoch = [0]
+    b = ArrayBatches(images, labels, 3, shuffle=True, drop_last=True, seed=0,
+                     epoch_fn=lambda: epoch[0])
+    e0 = torch.cat([y for _, y in b])
+    assert len(b) == 3 and len(e0) == 9
+    assert torch.equal(e0, torch.cat([y for _, y in b]))        # same epoch, same order
+    epoch[0] = 1
+    assert not torch.equal(e0, torch.cat([y for _, y in b]))
+    ev = ArrayBatches(images, labels, 4)                         # eval: all of it, in order
+    assert torch.equal(torch.cat([y for _, y in ev]), labels) and len(ev) == 3
+    shards = [torch.cat([y for _, y in ArrayBatches(images, labels, 5, rank=r, world=2)])
+              for r in range(2)]
+    assert not set(shards[0].tolist()) & set(shards[1].tolist())
+    assert len(shards[0]) == len(shards[1]) == 5

@@ -1,0 +1,154 @@
+"""End to end: the real `dvc repro` on a tiny generated archive, then the caching contract.
+
+The project is copied (its git-tracked files) to a temporary folder, pointed at a tiny generated
+image-folder archive with tiny params, and run with the real DVC, Lightning and DVCLive.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, make_image_folder, pack
+
+pytestmark = pytest.mark.e2e
+
+TINY_PARAMS = {
+    "data": {"image_size": 16, "val_fraction": 0.25, "train_size": None},
+    "model": {"image_size": 16, "patch_size": 8, "hidden_size": 16, "num_layers": 1,
+              "num_heads": 2, "mlp_ratio": 2},
+    "train": {"seeds": [0], "epochs": 2, "batch_size": 8, "warmup_epochs": 0.5,
+              "accelerator": "cpu"},
+    "eval": {"batch_size": 7},
+    "plots": {"preview_images": 2, "preview_draws": 2},
+}
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+             GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
+    return e
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    r = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=900)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, f"{' '.join(cmd)} failed ({r.returncode}):\n{out[-4000:]}"
+    return out
+
+
+def ran(out: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def set_params(project: Path, updates: dict) -> None:
+    path = project / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    for section, values in updates.items():
+        if isinstance(values, dict) and isinstance(raw.get(section), dict):
+            raw[section].update(values)
+        else:
+            raw[section] = values
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def copy_tracked(dst: Path) -> Path:
+    """The project as a clone would have it: git-tracked (and new, unignored) files only."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        src = ROOT / f
+        if src.is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            (dst / f).write_bytes(src.read_bytes())
+    return dst
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("e2e")
+    archive = pack(make_image_folder(tmp / "imgs", n_train=12, n_test=5), tmp / "tiny.tar.gz")
+    proj = copy_tracked(tmp / "project")
+    for stale in ("dvc.lock", "metrics", "reports"):
+        target = proj / stale
+        if target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            import shutil
+            shutil.rmtree(target)
+    set_params(proj, {**TINY_PARAMS, "data": {**TINY_PARAMS["data"], "source": str(archive)}})
+    sh(proj, "git", "init", "-q")
+    sh(proj, "git", "add", "-A")
+    sh(proj, "git", "commit", "-qm", "tiny project")
+    return proj
+
+
+def test_repro_produces_every_output(project):
+    out = sh(project, "dvc", "repro")
+    versions = ["version_0", "version_1", "version_2"]
+    expected = {"download", "prepare", "compare", "plots"}
+    expected |= {f"recipe@{v}" for v in versions}
+    expected |= {f"{s}@{v}-False-0" for v in versions for s in ("train", "evaluate")}
+    assert ran(out) == expected
+    for v in versions:
+        m = json.loads((project / f"metrics/runs/{v}/freeze-false/seed0.json").read_text())
+        assert 0.0 <= m["test"]["acc"] <= 1.0 and m["test"]["loss"] > 0
+        assert set(m["per_class_acc"]) == {"cat", "dog", "frog"} and m["n_test"] == 15
+        assert (project / f"models/{v}/freeze-false/seed0.ckpt").stat().st_size > 1000
+        curves = project / f"dvclive/{v}/freeze-false/seed0/plots/metrics/val/acc.tsv"
+        assert len(curves.read_text().splitlines()) == 3            # header + 2 epochs
+        assert (project / f"plots/previews/{v}.png").stat().st_size > 1000
+        assert (project / f"plots/confusion/{v}-freeze-false.png").stat().st_size > 1000
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert set(summary) == {f"{v}/freeze-false" for v in versions}
+    assert "version_1" in (project / "reports/comparison.md").read_text()
+    for png in ("curves.png", "comparison.png"):
+        assert (project / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    shown = sh(project, "dvc", "metrics", "show")
+    assert "metrics/runs/version_2/freeze-false/seed0.json" in shown
+    html = sh(project, "dvc", "plots", "show")
+    assert "dvc_plots/index.html" in html
+    assert (project / "dvc_plots/index.html").read_text().count("<img") >= 8
+
+
+def test_second_repro_runs_nothing(project):
+    out = sh(project, "dvc", "repro")
+    assert ran(out) == set()
+    assert "up to date" in out.lower()
+
+
+def test_exp_grayscale_off_retrains_only_version_1(project):
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "baseline results")
+    out = sh(project, "dvc", "exp", "run", "-S", "aug.grayscale=false")
+    trained = {s for s in ran(out) if s.startswith(("train@", "evaluate@"))}
+    assert trained == {"train@version_1-False-0", "evaluate@version_1-False-0"}
+    diff = json.loads(sh(project, "dvc", "metrics", "diff", "--json"))
+    changed_runs = {p for p in diff if p.startswith("metrics/runs/")}
+    assert changed_runs <= {"metrics/runs/version_1/freeze-false/seed0.json"}
+    recipe = json.loads((project / "recipes/version_1.json").read_text())
+    assert "grayscale" not in recipe["ops"]
+
+
+def test_new_version_trains_only_itself(project):
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["versions"]["version_3"] = ["hflip"]
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = sh(project, "dvc", "repro")
+    trained = {s for s in ran(out) if s.startswith(("train@", "evaluate@"))}
+    assert trained == {"train@version_3-False-0", "evaluate@version_3-False-0"}
+    assert (project / "plots/previews/version_3.png").exists()
+
+
+def test_plot_setting_retrains_nothing(project):
+    set_params(project, {"plots": {"preview_draws": 3}})
+    out = sh(project, "dvc", "repro")
+    assert ran(out) == {"plots"}
