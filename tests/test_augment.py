@@ -80,11 +80,15 @@ def test_recipe_without_generator_is_refused():
 # ------------------------------------------------------------------ statistics of the draws
 
 def test_flip_rate_is_p():
-    x = torch.arange(4).float().view(1, 1, 1, 4).expand(4000, 3, 1, 4)
-    out = A.random_hflip(x, gen(), p=0.5)
-    flipped = (out[:, 0, 0, 0] == 3).float().mean().item()
-    assert abs(flipped - 0.5) < 0.03
-    assert torch.equal(A.random_hflip(x, gen(), p=0.0), x)
+    ramp = torch.arange(32, dtype=torch.uint8).mul(8).view(1, 1, 1, 32).expand(4000, 3, 32, 32)
+    out = A.build_inputs(ramp, {"hflip": {"p": 0.5}}, 32, (0.0,) * 3, (1.0,) * 3, gen())
+    plain = ramp.float() / 255
+    flipped = torch.isclose(out, plain.flip(-1), atol=1e-6).flatten(1).all(1)
+    kept = torch.isclose(out, plain, atol=1e-6).flatten(1).all(1)
+    assert (flipped ^ kept).all()                     # each image exactly one or the other
+    assert abs(flipped.float().mean().item() - 0.5) < 0.03
+    none = A.build_inputs(ramp[:8], {"hflip": {"p": 0.0}}, 32, (0.0,) * 3, (1.0,) * 3, gen())
+    assert torch.allclose(none, plain[:8], atol=1e-6)
 
 
 def test_grayscale_rate_is_p_and_gray_is_gray():
@@ -125,7 +129,7 @@ def test_jitter_factors_within_their_ranges_and_orders_are_permutations():
 
 def test_blur_sigma_within_range():
     k = A.gaussian_kernels(A._uniform(gen(), 1000, 0.1, 2.0), 3)
-    assert torch.allclose(k.sum(1), torch.ones(1000))
+    assert torch.allclose(k.sum(1), torch.ones(1000, dtype=k.dtype))
     centre = k[:, 1]
     # sigma 0.1 -> almost a delta; sigma 2.0 -> centre weight 1/(1+2*exp(-1/8))
     assert centre.max() <= 1.0 and centre.min() >= 1 / (1 + 2 * math.exp(-1 / 8)) - 1e-4
