@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from stages.io import atomic_path, load_json, save_json
+from stages.io import atomic_path, load_json, raise_on_sigterm, save_json, user_errors
 from stages.params import load_params
 
 BASELINE = "version_0"
@@ -131,12 +131,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--summary-out", type=Path, required=True)
     ap.add_argument("--report-out", type=Path, required=True)
     args = ap.parse_args(argv)
-    p = load_params(args.params)
-    table = collect(args.runs, list(p.versions), list(p.model.freeze_backbone), list(p.train.seeds))
-    groups = summarize(table)
-    save_json(args.summary_out, groups)
-    with atomic_path(args.report_out) as tmp:
-        tmp.write_text(render_markdown(groups))
+    raise_on_sigterm()
+    with user_errors("compare"):
+        p = load_params(args.params)
+        table = collect(args.runs, list(p.versions), list(p.model.freeze_backbone),
+                        list(p.train.seeds))
+        groups = summarize(table)
+        save_json(args.summary_out, groups)
+        with atomic_path(args.report_out) as tmp:
+            tmp.write_text(render_markdown(groups))
     print(render_markdown(groups))
 
 

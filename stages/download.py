@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.io import atomic_path, raise_on_sigterm, save_arrays, save_json
+from stages.io import atomic_path, raise_on_sigterm, save_arrays, save_json, user_errors
 from stages.params import load_params
-from stages.sources import (SPLITS, EncodedSplit, content_checksum, file_sha256, is_local,
+from stages.sources import (SPLITS, EncodedSplit, SourceError, content_checksum, file_sha256, is_local,
                             read_hub, read_local)
 
 
@@ -30,7 +30,20 @@ def unpack(arrays: dict[str, np.ndarray]) -> EncodedSplit:
     return EncodedSplit(blobs, arrays["labels"], [str(n) for n in arrays["names"]])
 
 
-def run(source: str, out_dir: Path) -> dict:
+def check_sha256(record: dict, expected: str | None) -> None:
+    """data.sha256 pins the archive file (for an archive) or the content (folder, hub)."""
+    if expected is None:
+        return
+    kind = "archive_sha256" if "archive_sha256" in record else "content_sha256"
+    if record[kind] != expected:
+        raise SourceError(
+            f"data.source {record['source']!r}: {kind.replace('_', ' ')} is {record[kind]}, "
+            f"but data.sha256 expects {expected}. The copy is corrupt or a different dataset: "
+            "fetch a fresh copy, or set data.sha256 to null (or the new value) if it is the "
+            "copy you mean to use. Nothing was written.")
+
+
+def run(source: str, out_dir: Path, expected_sha256: str | None = None) -> dict:
     t0 = time.perf_counter()
     record: dict = {"source": source}
     if is_local(source):
@@ -47,6 +60,7 @@ def run(source: str, out_dir: Path) -> dict:
         counts={s: len(splits[s].blobs) for s in SPLITS},
         content_sha256=content_checksum(splits, classes),
     )
+    check_sha256(record, expected_sha256)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for s in SPLITS:
@@ -63,8 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     raise_on_sigterm()
-    params = load_params(args.params)
-    run(params.data.source, args.out)
+    with user_errors("download"):
+        params = load_params(args.params)
+        run(params.data.source, args.out, params.data.sha256)
 
 
 if __name__ == "__main__":

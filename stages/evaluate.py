@@ -14,7 +14,7 @@ import torchmetrics
 from tqdm import tqdm
 
 from stages.batches import ArrayBatches, load_split
-from stages.io import raise_on_sigterm, save_json
+from stages.io import raise_on_sigterm, save_json, user_errors
 from stages.model import load_model
 from stages.params import load_params
 
@@ -64,11 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--confusion-out", type=Path, required=True)
     args = ap.parse_args(argv)
     raise_on_sigterm()
-    params = load_params(args.params)
-    metrics, conf = evaluate(args.model, args.prepared, params.eval.batch_size,
-                             pick_device(params.train.accelerator))
-    save_json(args.confusion_out, conf)
-    save_json(args.metrics_out, metrics)
+    with user_errors("evaluate"):
+        params = load_params(args.params)
+        metrics, conf = evaluate(args.model, args.prepared, params.eval.batch_size,
+                                 pick_device(params.train.accelerator))
+        save_json(args.confusion_out, conf)
+        save_json(args.metrics_out, metrics)
     print(f"evaluate {conf['version']} seed {conf['seed']}: test acc {metrics['test']['acc']:.4f} "
           f"loss {metrics['test']['loss']:.4f}")
 

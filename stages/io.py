@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import signal
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     _remove(tmp)
     try:
         yield tmp
+        # Tests only: hold the finished output just before its rename (the outermost one), so
+        # a test can kill the stage at the worst moment.
+        if os.environ.get(PAUSE_ENV) and TMP_MARK not in str(path.parent):
+            (path.parent / f"{path.name}.paused").touch()
+            time.sleep(float(os.environ[PAUSE_ENV]))
         if path.is_dir() and not path.is_symlink():
             old = path.with_name(f"{path.name}{TMP_MARK}old-{os.getpid()}")
             os.replace(path, old)
@@ -77,6 +84,24 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> None:
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+class StageError(RuntimeError):
+    """A failure with a message meant for the user (what, which value, what to do)."""
+
+
+@contextlib.contextmanager
+def user_errors(stage: str) -> Iterator[None]:
+    """Print known failures as one clear message (no traceback) and exit non-zero."""
+    from stages.params import ParamsError
+    try:
+        yield
+    except (ParamsError, StageError, FileNotFoundError) as e:
+        print(f"\nerror in stage {stage}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+PAUSE_ENV = "AUGSTUDY_PAUSE_BEFORE_RENAME"   # tests only: hold a finished tmp output this long
 
 
 def raise_on_sigterm() -> None:

@@ -16,10 +16,11 @@ import torchmetrics
 from transformers import ViTConfig, ViTForImageClassification
 
 from stages.augment import build_inputs
+from stages.io import StageError
 from stages.params import ModelParams
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(StageError):
     pass
 
 

@@ -32,6 +32,7 @@ class ParamsError(ValueError):
 @dataclass(frozen=True)
 class DataParams:
     source: str = "uoft-cs/cifar10"
+    sha256: str | None = None       # expected checksum (archive file, else content); null: none
     image_size: int = 32
     val_fraction: float = 0.1
     train_size: int | None = None   # stratified subset of the train split (None: all of it)
@@ -303,6 +304,9 @@ def _validate_versions(raw: Any, problems: list[str]) -> dict[str, tuple[str, ..
 
 def _check_sections(p: dict, problems: list[str]) -> None:
     d, m, t = p["data"], p["model"], p["train"]
+    if d.sha256 is not None:
+        _check(problems, re.fullmatch(r"[0-9a-f]{64}", d.sha256) is not None, "data.sha256",
+               d.sha256, "null or 64 lowercase hex digits (sha256sum's output)")
     _check(problems, d.image_size >= 8, "data.image_size", d.image_size, "a whole number >= 8")
     _check(problems, 0.0 < d.val_fraction < 1.0, "data.val_fraction", d.val_fraction,
            "a number in (0, 1)")

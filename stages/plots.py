@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from stages.augment import build_inputs  # noqa: E402
 from stages.batches import load_split  # noqa: E402
-from stages.io import atomic_path, load_json  # noqa: E402
+from stages.io import atomic_path, load_json, raise_on_sigterm, user_errors  # noqa: E402
 from stages.params import Params, load_params  # noqa: E402
 
 
@@ -181,8 +181,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prepared", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    run(load_params(args.params), args.live, args.confusion, args.summary, args.recipes,
-        args.prepared, args.out)
+    raise_on_sigterm()
+    with user_errors("plots"):
+        run(load_params(args.params), args.live, args.confusion, args.summary, args.recipes,
+            args.prepared, args.out)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,15 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from stages.download import unpack
-from stages.io import atomic_path, load_arrays, load_json, raise_on_sigterm, save_arrays, save_json
+from stages.io import (StageError, atomic_path, load_arrays, load_json, raise_on_sigterm,
+                       save_arrays, save_json, user_errors)
 from stages.params import DataParams, load_params
 
 MAX_SKIPPED_FRACTION = 0.01
 CHUNK = 2000
 
 
-class PrepareError(RuntimeError):
+class PrepareError(StageError):
     pass
 
 
@@ -146,8 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     raise_on_sigterm()
-    params = load_params(args.params)
-    run(params.data, args.raw, args.out)
+    with user_errors("prepare"):
+        params = load_params(args.params)
+        run(params.data, args.raw, args.out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.io import save_json
+from stages.io import save_json, user_errors
 from stages.params import ParamsError, load_params
 
 
@@ -19,12 +19,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--version", required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    params = load_params(args.params)
-    if args.version not in params.versions:
-        raise ParamsError([f"versions.{args.version}: not defined; defined versions: "
-                           f"{', '.join(params.versions)}"], args.params)
-    recipe = params.recipe(args.version)
-    save_json(args.out, {"version": args.version, "ops": recipe})
+    with user_errors(f"recipe@{args.version}"):
+        params = load_params(args.params)
+        if args.version not in params.versions:
+            raise ParamsError([f"versions.{args.version}: not defined; defined versions: "
+                               f"{', '.join(params.versions)}"], args.params)
+        recipe = params.recipe(args.version)
+        save_json(args.out, {"version": args.version, "ops": recipe})
     print(f"recipe {args.version}: {', '.join(recipe) or '(no augmentation)'}")
 
 

@@ -18,12 +18,14 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from stages.io import StageError
+
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
-class SourceError(RuntimeError):
+class SourceError(StageError):
     """The data source is missing, unreadable or not laid out as expected."""
 
 
@@ -40,10 +42,13 @@ def is_local(source: str) -> bool:
             or Path(source).expanduser().exists())
 
 
-def _iter_dir(root: Path) -> Iterator[tuple[str, bytes]]:
+def _iter_dir(root: Path) -> Iterator[tuple[str, bytes | None]]:
+    """(relative path, bytes) of every file, and (relative path, None) of every folder."""
     for p in sorted(root.rglob("*")):
         if p.is_file():
             yield p.relative_to(root).as_posix(), p.read_bytes()
+        elif p.is_dir():
+            yield p.relative_to(root).as_posix(), None
 
 
 def _iter_tar(path: Path) -> Iterator[tuple[str, bytes]]:
@@ -53,6 +58,8 @@ def _iter_tar(path: Path) -> Iterator[tuple[str, bytes]]:
                 if m.isfile():
                     f = tar.extractfile(m)
                     yield m.name, f.read() if f else b""
+                elif m.isdir():
+                    yield m.name.rstrip("/"), None
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise SourceError(f"data.source {str(path)!r}: the archive is truncated or corrupt "
                           f"({type(e).__name__}: {e}). Fetch a fresh copy and rerun.") from None
@@ -62,14 +69,16 @@ def _iter_zip(path: Path) -> Iterator[tuple[str, bytes]]:
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
-                if not info.is_dir():
+                if info.is_dir():
+                    yield info.filename.rstrip("/"), None
+                else:
                     yield info.filename, zf.read(info)
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
         raise SourceError(f"data.source {str(path)!r}: the archive is truncated or corrupt "
                           f"({type(e).__name__}: {e}). Fetch a fresh copy and rerun.") from None
 
 
-def iter_local_files(path: Path) -> Iterator[tuple[str, bytes]]:
+def iter_local_files(path: Path) -> Iterator[tuple[str, bytes | None]]:
     if not path.exists():
         raise SourceError(f"data.source {str(path)!r}: no such file or folder. Point data.source "
                           "at an image-folder directory or a .tar/.tar.gz/.zip archive of one, "
@@ -91,19 +100,22 @@ def read_local(path: Path) -> tuple[dict[str, EncodedSplit], list[str]]:
     for name, blob in iter_local_files(path):
         parts = PurePosixPath(name).parts
         # Accept one optional top-level folder (cifar10/train/cat/0001.jpg).
-        if len(parts) >= 4 and parts[1] in SPLITS:
+        if len(parts) >= 3 and parts[0] not in SPLITS and parts[1] in SPLITS:
             parts = parts[1:]
-        if len(parts) != 3 or parts[0] not in SPLITS or parts[-1].startswith("."):
+        if len(parts) < 2 or parts[0] not in SPLITS or parts[1].startswith("."):
             continue
-        split, cls, fname = parts
-        if PurePosixPath(fname).suffix.lower() not in IMAGE_SUFFIXES:
+        split, cls = parts[0], parts[1]
+        if len(parts) == 2 and blob is not None:       # a stray file beside the class folders
             continue
-        files[split].setdefault(cls, []).append((f"{split}/{cls}/{fname}", blob))
+        images = files[split].setdefault(cls, [])      # a class folder, even an empty one
+        if len(parts) == 3 and blob is not None and not parts[2].startswith(".") and \
+                PurePosixPath(parts[2]).suffix.lower() in IMAGE_SUFFIXES:
+            images.append((f"{split}/{cls}/{parts[2]}", blob))
     return _to_splits(str(path), files)
 
 
 def _to_splits(where: str, files: dict) -> tuple[dict[str, EncodedSplit], list[str]]:
-    missing = [s for s in SPLITS if not files[s]]
+    missing = [s for s in SPLITS if not any(files[s].values())]
     if missing:
         raise SourceError(f"data.source {where!r}: no images under {', '.join(missing)}/. "
                           "Expected train/<class>/<image> and test/<class>/<image>.")
@@ -115,6 +127,11 @@ def _to_splits(where: str, files: dict) -> tuple[dict[str, EncodedSplit], list[s
                           f"(only in train: {only_train}, only in test: {only_test}). "
                           "Both splits need the same class folders.")
     classes = train_cls
+    empty = [f"{s}/{c}/" for s in SPLITS for c in classes if not files[s][c]]
+    if empty:
+        raise SourceError(f"data.source {where!r}: class folder(s) {', '.join(empty)} hold no "
+                          f"images ({', '.join(sorted(IMAGE_SUFFIXES))}). Every class needs "
+                          "images in both splits: add them or remove the class from both.")
     splits = {}
     for s in SPLITS:
         blobs, labels, names = [], [], []

@@ -7,6 +7,7 @@ killed mid-way continues from its last epoch when `dvc repro` is run again.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
@@ -15,11 +16,41 @@ import lightning as L
 import torch
 from dvclive.lightning import DVCLiveLogger
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from stages.batches import ArrayDataModule, load_classes
-from stages.io import atomic_path, load_json, raise_on_sigterm
+from stages.io import StageError, atomic_path, load_json, raise_on_sigterm, user_errors
 from stages.model import AugViT, vit_config
 from stages.params import Params, as_plain, load_params
+
+
+def usable_checkpoint(path: Path) -> bool:
+    """True if `path` is a complete Lightning checkpoint (a kill can leave a truncated one)."""
+    if not path.is_file():
+        return False
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        return "state_dict" in ckpt and "loops" in ckpt
+    except Exception as e:  # noqa: BLE001 - any unreadable file means "start over"
+        print(f"train: resume checkpoint {path} is unreadable ({type(e).__name__}); "
+              "starting this run over")
+        return False
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's "can't allocate memory"."""
+    msg = str(e).lower()
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or \
+        "can't allocate memory" in msg
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but via a temporary file and a rename: a run killed while
+    saving keeps its previous complete `last.ckpt`."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -52,20 +83,32 @@ def run(params: Params, version: str, seed: int, freeze: bool, recipe_path: Path
     world = t.devices * t.num_nodes
     steps_per_epoch = len(data.train[1]) // t.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"train.batch_size={t.batch_size} is larger than the train split "
+        raise StageError(f"train.batch_size={t.batch_size} is larger than the train split "
                          f"({len(data.train[1])} images); lower it.")
     if t.batch_size % world:
-        raise ValueError(f"train.batch_size={t.batch_size} must divide evenly over "
+        raise StageError(f"train.batch_size={t.batch_size} must divide evenly over "
                          f"train.devices x train.num_nodes = {world} processes.")
     model = build_module(params, version, seed, freeze, recipe, classes, steps_per_epoch)
     if t.compile:
         model.vit.compile()
 
-    if fresh and resume_dir.exists():
-        shutil.rmtree(resume_dir)
-    resume_dir.mkdir(parents=True, exist_ok=True)
+    # Resume only a run of exactly this configuration; anything else starts over.
+    axes = {"freeze_backbone", "seeds"}      # the matrix axes: not part of one run's config
+    fingerprint = json.dumps({"model": {k: v for k, v in as_plain(params.model).items()
+                                        if k not in axes},
+                              "train": {k: v for k, v in as_plain(t).items() if k not in axes},
+                              "eval": as_plain(params.eval), "recipe": recipe,
+                              "version": version, "seed": seed, "freeze": freeze,
+                              "data": load_json(prepared / "meta.json")["counts"]},
+                             sort_keys=True)
+    stamp = resume_dir / "config.json"
     last = resume_dir / "last.ckpt"
-    resuming = last.is_file()
+    resuming = (not fresh and stamp.is_file() and stamp.read_text() == fingerprint
+                and usable_checkpoint(last))
+    if not resuming:
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        resume_dir.mkdir(parents=True)
+        stamp.write_text(fingerprint)
     if resuming:
         print(f"train: resuming {version} seed {seed} freeze {freeze} from {last} "
               "(delete it or pass --fresh to start over)")
@@ -77,9 +120,21 @@ def run(params: Params, version: str, seed: int, freeze: bool, recipe_path: Path
         max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy,
         precision=resolve_precision(t.precision, t.accelerator),
-        logger=logger, callbacks=[ckpt], num_sanity_val_steps=0, log_every_n_steps=10,
+        logger=logger, callbacks=[ckpt], plugins=[AtomicCheckpointIO()],
+        num_sanity_val_steps=0, log_every_n_steps=10,
         use_distributed_sampler=False, enable_model_summary=False, deterministic=False)
-    trainer.fit(model, datamodule=data, ckpt_path=str(last) if resuming else None)
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=str(last) if resuming else None)
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        device = trainer.strategy.root_device
+        raise StageError(
+            f"out of memory training {version} (seed {seed}, freeze_backbone {freeze}) on "
+            f"{device} with train.batch_size={t.batch_size} ({t.batch_size // world} per "
+            f"device): lower train.batch_size (or eval.batch_size), or model.image_size, or "
+            f"use more devices (train.devices). Training resumes from its last epoch. "
+            f"[{str(e).splitlines()[0][:200]}]") from None
 
     if trainer.is_global_zero:
         with atomic_path(model_out) as tmp:
@@ -106,9 +161,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fresh", action="store_true", help="ignore any resume checkpoint")
     args = ap.parse_args(argv)
     raise_on_sigterm()
-    params = load_params(args.params)
-    run(params, args.version, args.seed, args.freeze == "true", args.recipe, args.prepared, args.model_out,
-        args.live_out, args.resume_dir, fresh=args.fresh)
+    with user_errors(f"train@{args.version}"):
+        params = load_params(args.params)
+        run(params, args.version, args.seed, args.freeze == "true", args.recipe, args.prepared,
+            args.model_out, args.live_out, args.resume_dir, fresh=args.fresh)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ def test_too_many_undecodable_images_fail_without_output(tmp_path):
     ("corrupt_zip", "truncated or corrupt"),
     ("no_test", r"no images under test/"),
     ("class_mismatch", r"class folders differ.*only in train: \['frog'\]"),
+    ("empty_class", r"class folder\(s\) test/dog/ hold no images"),
 ])
 def test_bad_sources_get_a_clear_error_and_leave_no_output(tmp_path, image_folder, breakage,
                                                            message):
@@ -111,6 +112,10 @@ def test_bad_sources_get_a_clear_error_and_leave_no_output(tmp_path, image_folde
         src = image_folder
     elif breakage == "class_mismatch":
         shutil.rmtree(image_folder / "test" / "frog")
+        src = image_folder
+    elif breakage == "empty_class":
+        for p in (image_folder / "test" / "dog").iterdir():
+            p.unlink()
         src = image_folder
     with pytest.raises(SourceError, match=message) as e:
         download.run(str(src), tmp_path / "raw")
