@@ -13,6 +13,7 @@ import csv
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import torch
 
@@ -61,6 +62,7 @@ def plot_curves(p: Params, live: Path, out: Path) -> None:
                     ax.fill_between(epochs, stack.min(0), stack.max(0), color=c, alpha=0.15)
     for ax, name in zip(axes, ("validation accuracy", "validation loss")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(f"{name} (mean of {len(p.train.seeds)} seed(s); band: min..max)")
         ax.grid(alpha=0.3)
     axes[0].legend()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -72,6 +73,41 @@ def build_module(params: Params, version: str, seed: int, freeze: bool, recipe: 
         total_steps=t.epochs * steps_per_epoch, label_smoothing=t.label_smoothing)
 
 
+def run_fingerprint(params: Params, version: str, seed: int, freeze: bool, recipe: dict,
+                    prepared: Path) -> str:
+    """Everything that makes one run what it is; a resume state must match it exactly."""
+    axes = {"freeze_backbone", "seeds"}      # the matrix axes: given per run instead
+    return json.dumps({"model": {k: v for k, v in as_plain(params.model).items() if k not in axes},
+                       "train": {k: v for k, v in as_plain(params.train).items() if k not in axes},
+                       "eval": as_plain(params.eval), "recipe": recipe, "version": version,
+                       "seed": seed, "freeze": freeze,
+                       "data": load_json(prepared / "meta.json")["counts"]}, sort_keys=True)
+
+
+def open_resume_dir(resume_dir: Path, fingerprint: str, fresh: bool) -> bool:
+    """True if a complete checkpoint of this very run is there to resume from; else empty it.
+
+    Only the launching process manages the folder (DDP re-launches this script per rank).
+    """
+    stamp, last = resume_dir / "config.json", resume_dir / "last.ckpt"
+    resuming = (not fresh and stamp.is_file() and stamp.read_text() == fingerprint
+                and usable_checkpoint(last))
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and not resuming:
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        resume_dir.mkdir(parents=True)
+        stamp.write_text(fingerprint)
+    return resuming
+
+
+def export_model(last: Path, model_out: Path) -> None:
+    """The final model: the last epoch checkpoint without optimizer and loop state."""
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    keep = ("state_dict", "hyper_parameters", "pytorch-lightning_version", "epoch",
+            "global_step")
+    with atomic_path(model_out) as tmp:
+        torch.save({k: ckpt[k] for k in keep if k in ckpt}, tmp)
+
+
 def run(params: Params, version: str, seed: int, freeze: bool, recipe_path: Path, prepared: Path,
         model_out: Path, live_out: Path, resume_dir: Path, fresh: bool = False) -> None:
     t0 = time.perf_counter()
@@ -81,6 +117,7 @@ def run(params: Params, version: str, seed: int, freeze: bool, recipe_path: Path
     L.seed_everything(seed, workers=True, verbose=False)
     data = ArrayDataModule(prepared, t.batch_size, params.eval.batch_size, seed)
     world = t.devices * t.num_nodes
+    # train.batch_size is the global batch, whatever the number of processes.
     steps_per_epoch = len(data.train[1]) // t.batch_size
     if steps_per_epoch < 1:
         raise StageError(f"train.batch_size={t.batch_size} is larger than the train split "
@@ -92,23 +129,9 @@ def run(params: Params, version: str, seed: int, freeze: bool, recipe_path: Path
     if t.compile:
         model.vit.compile()
 
-    # Resume only a run of exactly this configuration; anything else starts over.
-    axes = {"freeze_backbone", "seeds"}      # the matrix axes: not part of one run's config
-    fingerprint = json.dumps({"model": {k: v for k, v in as_plain(params.model).items()
-                                        if k not in axes},
-                              "train": {k: v for k, v in as_plain(t).items() if k not in axes},
-                              "eval": as_plain(params.eval), "recipe": recipe,
-                              "version": version, "seed": seed, "freeze": freeze,
-                              "data": load_json(prepared / "meta.json")["counts"]},
-                             sort_keys=True)
-    stamp = resume_dir / "config.json"
+    fingerprint = run_fingerprint(params, version, seed, freeze, recipe, prepared)
+    resuming = open_resume_dir(resume_dir, fingerprint, fresh)
     last = resume_dir / "last.ckpt"
-    resuming = (not fresh and stamp.is_file() and stamp.read_text() == fingerprint
-                and usable_checkpoint(last))
-    if not resuming:
-        shutil.rmtree(resume_dir, ignore_errors=True)
-        resume_dir.mkdir(parents=True)
-        stamp.write_text(fingerprint)
     if resuming:
         print(f"train: resuming {version} seed {seed} freeze {freeze} from {last} "
               "(delete it or pass --fresh to start over)")
@@ -137,8 +160,7 @@ def run(params: Params, version: str, seed: int, freeze: bool, recipe_path: Path
             f"[{str(e).splitlines()[0][:200]}]") from None
 
     if trainer.is_global_zero:
-        with atomic_path(model_out) as tmp:
-            trainer.save_checkpoint(tmp, weights_only=True)
+        export_model(last, model_out)
         with atomic_path(live_out) as tmp:
             shutil.copytree(resume_dir / "dvclive", tmp)
         shutil.rmtree(resume_dir, ignore_errors=True)

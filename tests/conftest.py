@@ -85,3 +85,10 @@ def project_copy(tmp_path: Path) -> Path:
         ".venv", ".git", "data", "models", "dvclive", "eval", "metrics", "plots", "reports",
         "recipes", ".resume", "__pycache__", ".pytest_cache", "bench_results*", ".whl"))
     return dst
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """Tiny params, raw and prepared data and a recipe, for running stage scripts."""
+    from stagerun import make_work
+    return make_work(tmp_path_factory)

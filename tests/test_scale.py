@@ -1,0 +1,36 @@
+"""Scaling out on Lightning's engine: DDP with two CPU processes (gloo) on the tiny data."""
+from __future__ import annotations
+
+import json
+
+import torch
+import yaml
+
+from stagerun import finish, stage_cmd, start
+
+
+def test_ddp_two_cpu_processes_same_global_batch(work, tmp_path):
+    base = yaml.safe_load((work / "params.yaml").read_text())
+    base["train"]["epochs"] = 2
+    results = {}
+    for devices in (1, 2):
+        p = json.loads(json.dumps(base))
+        p["train"].update(devices=devices, strategy="ddp" if devices > 1 else "auto")
+        params = tmp_path / f"p{devices}.yaml"
+        params.write_text(yaml.safe_dump(p))
+        out = tmp_path / f"d{devices}"
+        code, log = finish(start(work, stage_cmd(work, "train", out, params)), timeout=600)
+        assert code == 0, log
+        if devices > 1:
+            assert "distributed_backend=gloo" in log and "All distributed processes registered" \
+                in log, log
+        ckpt = torch.load(out / "model.ckpt", weights_only=False)
+        live = json.loads((out / "live" / "metrics.json").read_text())
+        results[devices] = (ckpt, live)
+    (c1, _), (c2, m2) = results[1], results[2]
+    # the global batch is train.batch_size either way: the same number of optimizer steps
+    assert c1["global_step"] == c2["global_step"] == 2 * (90 // 8)
+    assert c2["hyper_parameters"]["total_steps"] == c1["hyper_parameters"]["total_steps"]
+    # metrics are synced over ranks and mean the same thing: accuracies in [0, 1]
+    assert 0.0 <= m2["val"]["acc"] <= 1.0 and m2["val"]["loss"] > 0
+    assert set(c2["state_dict"]) == set(c1["state_dict"])
