@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,39 @@ def test_plot_setting_retrains_nothing(project):
     set_params(project, {"plots": {"preview_draws": 3}})
     out = sh(project, "dvc", "repro")
     assert ran(out) == {"plots"}
+
+
+def test_queue_runs_experiments_in_parallel_workers(project):
+    """`dvc exp run --queue` + `dvc queue start -j 2`: DVC's own scheduler, no home-made one."""
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "state before queueing")
+    sh(project, "dvc", "exp", "run", "--queue", "-n", "q-crop-only", "-S",
+       "versions.version_0=[crop]")
+    sh(project, "dvc", "exp", "run", "--queue", "-n", "q-flip-only", "-S",
+       "versions.version_2=[hflip]")
+    sh(project, "dvc", "queue", "start", "-j", "2")
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = sh(project, "dvc", "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
+    names = {e.get("name") for rev in shown for e in (rev.get("experiments") or [])}
+    assert {"q-crop-only", "q-flip-only"} <= names, names
+    sh(project, "dvc", "queue", "stop")
+
+
+def test_remote_shares_cache_and_results(project, tmp_path):
+    """A local-folder DVC remote: push here, `dvc repro --pull` in a fresh clone reruns nothing."""
+    sh(project, "dvc", "remote", "add", "-f", "-d", "store", str(tmp_path / "remote"))
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "remote")
+    sh(project, "dvc", "push")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(project), str(clone))
+    out = sh(clone, "dvc", "repro", "--pull")
+    assert ran(out) == set(), out
+    assert (clone / "models/version_3/freeze-false/seed0.ckpt").stat().st_size > 1000
+    assert (clone / "plots/curves.png").exists()
