@@ -128,7 +128,11 @@ def bench_train_step(name: str, cfg: dict, images: np.ndarray, batch: int, repea
     t_nb = timeit(lambda: step(torch.stack([tf(im) for im in pil]).to(device)), repeats,
                   sync=sync)
     t_aug = timeit(lambda: model.inputs(u8, train=True), repeats, sync=sync)
-    return {"model": name, "batch": batch, "frozen_backbone": freeze,
+    extra = {}
+    if device.type == "cpu":       # does bf16 autocast pay on this CPU (AVX-512/AMX)?
+        amp = torch.autocast("cpu", dtype=torch.bfloat16)   # step() reads `amp` when called
+        extra["model_only_cpu_bf16_autocast"] = batch / timeit(lambda: step(ready), repeats)
+    return {**extra, "model": name, "batch": batch, "frozen_backbone": freeze,
             "model_only": batch / t_model, "project_path": batch / t_project,
             "notebook_path": batch / t_nb,
             "data_path_share_of_step": 1 - t_model / t_project,
@@ -183,6 +187,10 @@ def print_table(res: dict) -> None:
               f"{t['project_path'] / t['notebook_path']:>8.1f}x"
               f"{100 * t['data_path_share_of_step']:>10.1f}%"
               f"{100 * t['augment_share_of_step']:>9.1f}%")
+    for t in res["train_step"]:
+        if "model_only_cpu_bf16_autocast" in t:
+            print(f"  {t['model']}: model only, CPU bf16 autocast "
+                  f"{t['model_only_cpu_bf16_autocast']:.1f} img/s vs fp32 {t['model_only']:.1f}")
     print(f"\n[no-op dvc repro] {res['noop_repro']}")
 
 
