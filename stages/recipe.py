@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.io import save_json, user_errors
+from stages.io import raise_on_sigterm, save_json, user_errors
 from stages.params import ParamsError, load_params
 
 
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--version", required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    raise_on_sigterm()
     with user_errors(f"recipe@{args.version}"):
         params = load_params(args.params)
         if args.version not in params.versions:

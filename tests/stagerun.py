@@ -54,6 +54,12 @@ def stage_cmd(w: Path, stage: str, out: Path, params: Path | None = None) -> lis
                 "--recipe", str(w / "recipe.json"), "--prepared", str(w / "prepared"),
                 "--model-out", str(out / "model.ckpt"), "--live-out", str(out / "live"),
                 "--resume-dir", str(out / "resume")]
+    if stage == "recipe":
+        return ["-m", "stages.recipe", *p, "--version", "v", "--out", str(out)]
+    if stage == "evaluate":
+        return ["-m", "stages.evaluate", *p, "--model", str(w / "trained" / "model.ckpt"),
+                "--prepared", str(w / "prepared"), "--metrics-out", str(out / "metrics.json"),
+                "--confusion-out", str(out / "confusion.json")]
     raise ValueError(stage)
 
 

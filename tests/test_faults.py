@@ -16,32 +16,55 @@ from stages.io import PAUSE_ENV
 
 # ------------------------------------------------------------------ killed stages
 
-@pytest.mark.parametrize("stage", ["download", "prepare"])
+def snapshot(out: Path) -> dict[str, bytes]:
+    """Every output file's bytes (a folder's files, or the file itself); pause markers aside."""
+    if out.is_file():
+        return {out.name: out.read_bytes()}
+    return {f.name: f.read_bytes() for f in sorted(out.iterdir())
+            if not f.name.endswith(".paused") and ".tmp-" not in f.name}
+
+
+# where each stage's first output lands, i.e. where the test hook drops its pause marker
+MARKER = {"download": "out.paused", "prepare": "out.paused", "recipe": "out.paused",
+          "evaluate": "out/confusion.json.paused"}
+
+
+@pytest.fixture(scope="module")
+def trained(work):
+    code, log = finish(start(work, stage_cmd(work, "train", work / "trained")))
+    assert code == 0, log
+    return work / "trained" / "model.ckpt"
+
+
+@pytest.mark.parametrize("stage", ["download", "prepare", "recipe", "evaluate"])
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
-def test_stage_killed_while_writing_leaves_previous_output_or_none(work, tmp_path, stage, sig):
-    out = tmp_path / "out"
+def test_stage_killed_while_writing_leaves_previous_output_or_none(work, trained, tmp_path, stage,
+                                                                   sig):
+    out, marker = tmp_path / "out", tmp_path / MARKER[stage]
+    if stage == "evaluate":
+        out.mkdir()
     # 1) killed before any output existed -> no output at all
     p = start(work, stage_cmd(work, stage, out), **{PAUSE_ENV: "60"})
-    wait_for(tmp_path / "out.paused", p)          # the complete tmp output awaits its rename
+    wait_for(marker, p)                           # the complete tmp output awaits its rename
     p.send_signal(sig)
     code, log = finish(p)
     assert code != 0
-    assert not out.exists()
+    assert (snapshot(out) == {}) if out.is_dir() else not out.exists()
     if sig != signal.SIGKILL:                     # caught: the temporary output is gone too
-        assert not list(tmp_path.glob("out.tmp-*")), log
+        assert not list(tmp_path.rglob("*.tmp-*")), log
     # 2) a clean run replaces leftovers and produces the complete output
+    marker.unlink()
     code, log = finish(start(work, stage_cmd(work, stage, out)))
     assert code == 0, log
-    assert not list(tmp_path.glob("out.tmp-*"))
-    first = sorted(f.name for f in out.iterdir())
-    assert first and all((out / f).stat().st_size > 0 for f in first)
-    # 3) killed while rewriting -> the previous complete output is still there
-    (tmp_path / "out.paused").unlink()
+    assert not list(tmp_path.rglob("*.tmp-*"))
+    first = snapshot(out)
+    assert first and all(first.values())
+    # 3) killed while rewriting -> the previous complete output is still there, unchanged
     p = start(work, stage_cmd(work, stage, out), **{PAUSE_ENV: "60"})
-    wait_for(tmp_path / "out.paused", p)
+    wait_for(marker, p)
     p.send_signal(sig)
     finish(p)
-    assert sorted(f.name for f in out.iterdir()) == first
+    assert snapshot(out) == first
 
 
 def test_training_killed_resumes_and_matches_an_uninterrupted_run(work, tmp_path):
