@@ -73,16 +73,16 @@ def collect(runs_dir: Path, versions: list[str], freezes: list[bool],
 def summarize(table: dict[tuple[str, bool], dict[int, dict]]) -> dict:
     groups = {}
     for (v, f), runs in table.items():
-        acc = {s: m["test"]["acc"] for s, m in runs.items()}
-        loss = {s: m["test"]["loss"] for s, m in runs.items()}
+        acc = {s: m["acc"] for s, m in runs.items()}
+        loss = {s: m["loss"] for s, m in runs.items()}
         entry = {"version": v, "freeze_backbone": f, "seeds": sorted(runs),
                  "test_acc": mean_ci(list(acc.values())), "test_loss": mean_ci(list(loss.values()))}
         base = table.get((BASELINE, f))
         if base is not None and v != BASELINE:
             entry["acc_diff_vs_version_0"] = paired_difference(
-                acc, {s: m["test"]["acc"] for s, m in base.items()})
+                acc, {s: m["acc"] for s, m in base.items()})
         if f and (v, False) in table:       # frozen minus fine-tuned, same version and seed
-            trained = {s: m["test"]["acc"] for s, m in table[(v, False)].items()}
+            trained = {s: m["acc"] for s, m in table[(v, False)].items()}
             entry["acc_diff_frozen_vs_finetuned"] = paired_difference(acc, trained)
         groups[f"{v}/freeze-{str(f).lower()}"] = entry
     return groups

@@ -44,11 +44,12 @@ def evaluate(model_path: Path, prepared: Path, batch_size: int,
         acc.update(logits, y)
         per_class.update(logits, y)
         confusion.update(logits, y)
+    # Flat keys that sort first, so `dvc metrics show` puts accuracy and loss up front.
     metrics = {
-        "test": {"acc": round(acc.compute().item(), 6),
-                 "loss": round(loss_sum.item() / len(labels), 6)},
-        "per_class_acc": {c: round(v, 6) for c, v in zip(classes, per_class.compute().tolist())},
+        "acc": round(acc.compute().item(), 6),
+        "loss": round(loss_sum.item() / len(labels), 6),
         "n_test": len(labels),
+        "per_class_acc": {c: round(v, 6) for c, v in zip(classes, per_class.compute().tolist())},
     }
     conf = {"classes": classes, "matrix": confusion.compute().cpu().tolist(),
             "version": model.hparams.version, "seed": model.hparams.seed}
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
                                  pick_device(params.train.accelerator))
         save_json(args.confusion_out, conf)
         save_json(args.metrics_out, metrics)
-    print(f"evaluate {conf['version']} seed {conf['seed']}: test acc {metrics['test']['acc']:.4f} "
-          f"loss {metrics['test']['loss']:.4f}")
+    print(f"evaluate {conf['version']} seed {conf['seed']}: test acc {metrics['acc']:.4f} "
+          f"loss {metrics['loss']:.4f}")
 
 
 if __name__ == "__main__":

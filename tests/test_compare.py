@@ -42,7 +42,7 @@ def test_paired_difference_hand_checked():
 
 def test_summary_and_report_name_the_baseline_and_the_frozen_effect():
     def run(acc):
-        return {"test": {"acc": acc, "loss": 1 - acc}}
+        return {"acc": acc, "loss": 1 - acc}
     table = {
         ("version_0", False): {0: run(0.60), 1: run(0.50), 2: run(0.70)},
         ("version_1", False): {0: run(0.62), 1: run(0.53), 2: run(0.74)},
