@@ -189,3 +189,13 @@ def test_remote_shares_cache_and_results(project, tmp_path):
     assert ran(out) == set(), out
     assert (clone / "models/version_3/freeze-false/seed0.ckpt").stat().st_size > 1000
     assert (clone / "plots/curves.png").exists()
+
+
+def test_new_seed_trains_only_that_seed(project):
+    set_params(project, {"train": {"seeds": [0, 1]}})
+    out = sh(project, "dvc", "repro")
+    trained = {s for s in ran(out) if s.startswith(("train@", "evaluate@"))}
+    versions = ["version_0", "version_1", "version_2", "version_3"]
+    assert trained == {f"{s}@{v}-False-1" for v in versions for s in ("train", "evaluate")}
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert summary["version_1/freeze-false"]["test_acc"]["n"] == 2
