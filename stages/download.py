@@ -46,8 +46,12 @@ def check_sha256(record: dict, expected: str | None) -> None:
 def run(source: str, out_dir: Path, expected_sha256: str | None = None) -> dict:
     t0 = time.perf_counter()
     record: dict = {"source": source}
-    if is_local(source):
-        path = Path(source).expanduser()
+    path = Path(source).expanduser()
+    if is_local(source) and path.is_dir() and not (path / "train").is_dir() \
+            and next(path.rglob("*.parquet"), None) is not None:
+        splits, classes = read_hub(str(path))        # a local copy of a hub dataset (parquet)
+        record["kind"] = "huggingface-local"
+    elif is_local(source):
         splits, classes = read_local(path)
         record["kind"] = "local"
         if path.is_file():

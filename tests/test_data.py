@@ -154,3 +154,29 @@ def test_array_batches_shuffle_per_epoch_and_shard():
               for r in range(2)]
     assert not set(shards[0].tolist()) & set(shards[1].tolist())
     assert len(shards[0]) == len(shards[1]) == 5
+
+
+def test_hub_reader_on_a_local_hf_dataset(tmp_path, monkeypatch):
+    """The Hugging Face code path (Image + ClassLabel features, undecoded bytes), fed from
+    parquet files written here with `datasets` itself: no download."""
+    import datasets
+    from PIL import Image as PILImage
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    names = ["airplane", "automobile", "bird"]
+    features = datasets.Features({"img": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=names)})
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 3)):
+        imgs = [PILImage.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+                for _ in range(n)]
+        ds = datasets.Dataset.from_dict({"img": imgs, "label": [k % 3 for k in range(n)]},
+                                        features=features)
+        ds.to_parquet(str(tmp_path / "hub" / f"{split}.parquet"))
+    splits, classes = read_hub(str(tmp_path / "hub"))
+    assert classes == names
+    assert len(splits["train"].blobs) == 6 and splits["test"].labels.tolist() == [0, 1, 2]
+    assert splits["train"].blobs[0][:8] == b"\x89PNG\r\n\x1a\n"      # still encoded
+    # a local folder of such parquet files is a valid data.source too
+    record = download.run(str(tmp_path / "hub"), tmp_path / "raw")
+    assert record["kind"] == "huggingface-local" and record["counts"] == {"train": 6, "test": 3}
