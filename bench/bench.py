@@ -30,7 +30,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from stages.augment import build_inputs
-from stages.model import AugViT
+from stages.model import AugViT, vit_config
 from stages.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,12 +73,8 @@ def timeit(fn, repeats: int, warmup: int = 1, sync=None) -> float:
     return best
 
 
-def recipe_v1() -> dict:
-    return load_params(ROOT / "params.yaml").recipe("version_1")
-
-
-def bench_augment(images: np.ndarray, batch: int, repeats: int, device: torch.device) -> dict:
-    recipe = recipe_v1()
+def bench_augment(images: np.ndarray, recipe: dict, batch: int, repeats: int,
+                  device: torch.device) -> dict:
     pil = [Image.fromarray(im.transpose(1, 2, 0)) for im in images[:batch]]
     tf = notebook_transform(224)
     t_nb = timeit(lambda: [tf(im) for im in pil], repeats)
@@ -99,11 +95,10 @@ def bench_augment(images: np.ndarray, batch: int, repeats: int, device: torch.de
     return out
 
 
-def bench_train_step(name: str, cfg: dict, images: np.ndarray, batch: int, repeats: int,
-                     device: torch.device, freeze: bool) -> dict:
+def bench_train_step(name: str, cfg: dict, images: np.ndarray, recipe: dict, batch: int,
+                     repeats: int, device: torch.device, freeze: bool) -> dict:
     """images/s of one optimizer step: model only / project data path / notebook data path."""
     size = cfg["image_size"]
-    recipe = recipe_v1()
     model = AugViT(vit_config=cfg, classes=[str(k) for k in range(10)], recipe=recipe,
                    image_size=size, mean=list(MEAN), std=list(STD), freeze_backbone=freeze,
                    seed=0).to(device).train()
@@ -204,22 +199,20 @@ def main(argv: list[str] | None = None) -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     images = load_images(64 if quick else 512)
     res: dict = {"machine": machine(), "quick": quick, "augment": {}, "train_step": []}
-    small = load_params(ROOT / "params.yaml").model
-    small_cfg = {"image_size": small.image_size, "patch_size": small.patch_size,
-                 "hidden_size": small.hidden_size, "num_hidden_layers": small.num_layers,
-                 "num_attention_heads": small.num_heads,
-                 "intermediate_size": small.mlp_ratio * small.hidden_size, "num_labels": 10}
+    params = load_params(ROOT / "params.yaml")
+    recipe = params.recipe("version_1")
+    small_cfg = vit_config(params.model, num_labels=10)
     for dev in devices:
         gpu = dev.type == "cuda"
         res["augment"][dev.type] = bench_augment(
-            images, 256 if gpu else (16 if quick else 128), 2 if quick else (10 if gpu else 3), dev)
+            images, recipe, 256 if gpu else (16 if quick else 128), 2 if quick else (10 if gpu else 3), dev)
         print(f"augment on {dev.type} done", file=sys.stderr)
         runs = [("vit-small-32 (default)", small_cfg, 256 if gpu else (16 if quick else 128),
                  False)]
         if not quick or gpu:
             runs.append(("ViT-B/16-224 frozen", VIT_B16, 256 if gpu else 8, True))
         for name, cfg, batch, freeze in runs:
-            r = bench_train_step(name, cfg, images, batch, 1 if quick else (10 if gpu else 4),
+            r = bench_train_step(name, cfg, images, recipe, batch, 1 if quick else (10 if gpu else 4),
                                  dev, freeze)
             r["device"] = dev.type
             res["train_step"].append(r)

@@ -10,9 +10,9 @@ parameters (torchvision.transforms.v2 draws one set per call, i.e. per batch). A
 come from one CPU `torch.Generator`, so a seed gives the same draws on every device.
 
 Where the work runs (why it is fast and what that costs in exactness):
-  * flip, color jitter and grayscale run at the stored size (32x32), before upscaling.
-    flip and grayscale commute exactly with the bilinear resample (grayscale is linear per
-    pixel, the resample a convex combination of pixels); brightness and saturation are exact up
+  * color jitter and grayscale run at the stored size (32x32), before upscaling.
+    grayscale commutes exactly with the bilinear resample (it is linear per pixel, the
+    resample a convex combination of pixels); brightness and saturation are exact up
     to where clamping at 0/1 bites; contrast uses the mean of the whole image instead of the
     crop's mean, and hue is non-linear per pixel, so both are close but not exact.
     tests/test_augment.py::test_pixel_ops_before_upscale_close_to_torchvision_order measures it.
@@ -22,6 +22,7 @@ Where the work runs (why it is fast and what that costs in exactness):
   * the blur runs at the model's input size, where the notebook applied it: a 3x3 kernel at
     32x32 is a far stronger blur than at 224x224. Blur and resize are both linear per axis, so
     the blur is folded into the same two matrices: blur(resize(x)) at the cost of resize alone.
+  * the flip is folded into the same matrices (reversed columns), so it costs nothing.
   * normalization runs at the stored size too (exact: see build_inputs).
 """
 from __future__ import annotations

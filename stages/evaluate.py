@@ -15,14 +15,8 @@ from tqdm import tqdm
 
 from stages.batches import ArrayBatches, load_split
 from stages.io import raise_on_sigterm, save_json, user_errors
-from stages.model import load_model
+from stages.model import load_model, pick_device
 from stages.params import load_params
-
-
-def pick_device(accelerator: str) -> torch.device:
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 @torch.inference_mode()

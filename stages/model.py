@@ -46,6 +46,13 @@ def build_vit(config: dict[str, Any] | None, pretrained: str | None,
     return ViTForImageClassification(cfg)
 
 
+def pick_device(accelerator: str) -> torch.device:
+    """train.accelerator -> the device: auto means CUDA when there is one."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def seed_for(*parts: int) -> int:
     """A stable 63-bit seed from integers (run seed, epoch, ...)."""
     s = 0x9E3779B97F4A7C15

@@ -21,7 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from stages.batches import ArrayDataModule, load_classes
 from stages.io import StageError, atomic_path, load_json, raise_on_sigterm, user_errors
-from stages.model import AugViT, vit_config
+from stages.model import AugViT, pick_device, vit_config
 from stages.params import Params, as_plain, load_params
 
 
@@ -57,8 +57,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def resolve_precision(precision: str, accelerator: str) -> str:
     if precision != "auto":
         return precision
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return "bf16-mixed" if on_gpu else "32-true"
+    return "bf16-mixed" if pick_device(accelerator).type == "cuda" else "32-true"
 
 
 def build_module(params: Params, version: str, seed: int, freeze: bool, recipe: dict,
