@@ -57,39 +57,50 @@ def load_images(n: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
 
 
-def timeit(fn, repeats: int, warmup: int = 1, sync=None) -> float:
-    """Best-of-N seconds per call."""
+def interleaved(fns: dict, repeats: int, warmup: int = 1, sync=None) -> dict:
+    """Median seconds per call of each fn, timed in turn, round after round.
+
+    Alternating the candidates spreads drift (other tenants, clock changes) over all of them
+    alike, so their ratio is stable even when the absolute speed is not (measured: best-of-N
+    timed one after the other gave data-path shares from 5% to 26% in three runs of one tree).
+    """
     for _ in range(warmup):
-        fn()
-    best = float("inf")
+        for fn in fns.values():
+            fn()
+    samples: dict = {name: [] for name in fns}
     for _ in range(repeats):
-        if sync:
-            sync()
-        t = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        best = min(best, time.perf_counter() - t)
-    return best
+        for name, fn in fns.items():
+            if sync:
+                sync()
+            t = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            samples[name].append(time.perf_counter() - t)
+    return {name: float(np.median(v)) for name, v in samples.items()}
 
 
 def bench_augment(images: np.ndarray, recipe: dict, batch: int, repeats: int,
                   device: torch.device) -> dict:
     pil = [Image.fromarray(im.transpose(1, 2, 0)) for im in images[:batch]]
     tf = notebook_transform(224)
-    t_nb = timeit(lambda: [tf(im) for im in pil], repeats)
     x = torch.from_numpy(images[:batch]).to(device)
     gen = torch.Generator()
     sync = torch.cuda.synchronize if device.type == "cuda" else None
-    out = {"batch": batch, "notebook_pil_1core": batch / t_nb}
-    if device.type == "cpu":
+    out = {"batch": batch}
+    if device.type == "cpu":   # per core: both pipelines on one thread
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        t1 = timeit(lambda: build_inputs(x, recipe, 224, MEAN, STD, gen), repeats)
+        t = interleaved({"nb": lambda: [tf(im) for im in pil],
+                         "ours": lambda: build_inputs(x, recipe, 224, MEAN, STD, gen)}, repeats)
         torch.set_num_threads(threads)
-        out["batched_cpu_1thread"] = batch / t1
-        out["cpu_threads"] = threads
-    tn = timeit(lambda: build_inputs(x, recipe, 224, MEAN, STD, gen), repeats, sync=sync)
+        out.update(notebook_pil_1core=batch / t["nb"], batched_cpu_1thread=batch / t["ours"],
+                   cpu_threads=threads)
+    else:
+        out["notebook_pil_1core"] = batch / interleaved(
+            {"nb": lambda: [tf(im) for im in pil]}, 3)["nb"]
+    tn = interleaved({"ours": lambda: build_inputs(x, recipe, 224, MEAN, STD, gen)}, repeats,
+                     sync=sync)["ours"]
     out[f"batched_{device.type}"] = batch / tn
     out["augment_ms_per_batch"] = 1000 * tn
     return out
@@ -103,7 +114,6 @@ def bench_train_step(name: str, cfg: dict, images: np.ndarray, recipe: dict, bat
                    image_size=size, mean=list(MEAN), std=list(STD), freeze_backbone=freeze,
                    seed=0).to(device).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-4)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     u8 = torch.from_numpy(images[:batch]).to(device)
     y = torch.randint(0, 10, (batch,), device=device)
     ready = build_inputs(u8, recipe, size, MEAN, STD, model.aug_gen)
@@ -111,27 +121,26 @@ def bench_train_step(name: str, cfg: dict, images: np.ndarray, recipe: dict, bat
     tf = notebook_transform(size)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
 
-    def step(x: torch.Tensor) -> None:
-        with amp:
+    def step(x: torch.Tensor, bf16: bool = device.type == "cuda") -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    t_model = timeit(lambda: step(ready), repeats, sync=sync)
-    t_project = timeit(lambda: step(model.inputs(u8, train=True)), repeats, sync=sync)
-    t_nb = timeit(lambda: step(torch.stack([tf(im) for im in pil]).to(device)), repeats,
-                  sync=sync)
-    t_aug = timeit(lambda: model.inputs(u8, train=True), repeats, sync=sync)
-    extra = {}
+    paths = {"model": lambda: step(ready),
+             "project": lambda: step(model.inputs(u8, train=True)),
+             "notebook": lambda: step(torch.stack([tf(im) for im in pil]).to(device)),
+             "augment": lambda: model.inputs(u8, train=True)}
     if device.type == "cpu":       # does bf16 autocast pay on this CPU (AVX-512/AMX)?
-        amp = torch.autocast("cpu", dtype=torch.bfloat16)   # step() reads `amp` when called
-        extra["model_only_cpu_bf16_autocast"] = batch / timeit(lambda: step(ready), repeats)
+        paths["model_bf16"] = lambda: step(ready, bf16=True)
+    t = interleaved(paths, repeats, sync=sync)
+    extra = {"model_only_cpu_bf16_autocast": batch / t["model_bf16"]} if "model_bf16" in t else {}
     return {**extra, "model": name, "batch": batch, "frozen_backbone": freeze,
-            "model_only": batch / t_model, "project_path": batch / t_project,
-            "notebook_path": batch / t_nb,
-            "data_path_share_of_step": 1 - t_model / t_project,
-            "augment_share_of_step": t_aug / t_project}
+            "repeats": repeats, "model_only": batch / t["model"],
+            "project_path": batch / t["project"], "notebook_path": batch / t["notebook"],
+            "data_path_share_of_step": 1 - t["model"] / t["project"],
+            "augment_share_of_step": t["augment"] / t["project"]}
 
 
 def bench_noop_repro() -> dict:
@@ -205,15 +214,16 @@ def main(argv: list[str] | None = None) -> None:
     for dev in devices:
         gpu = dev.type == "cuda"
         res["augment"][dev.type] = bench_augment(
-            images, recipe, 256 if gpu else (16 if quick else 128), 2 if quick else (10 if gpu else 3), dev)
+            images, recipe, 256 if gpu else (16 if quick else 128),
+            2 if quick else (20 if gpu else 5), dev)
         print(f"augment on {dev.type} done", file=sys.stderr)
         runs = [("vit-small-32 (default)", small_cfg, 256 if gpu else (16 if quick else 128),
                  False)]
         if not quick or gpu:
             runs.append(("ViT-B/16-224 frozen", VIT_B16, 256 if gpu else 8, True))
         for name, cfg, batch, freeze in runs:
-            r = bench_train_step(name, cfg, images, recipe, batch, 1 if quick else (10 if gpu else 4),
-                                 dev, freeze)
+            steps = 1 if quick else (20 if gpu else (30 if cfg is small_cfg else 4))
+            r = bench_train_step(name, cfg, images, recipe, batch, steps, dev, freeze)
             r["device"] = dev.type
             res["train_step"].append(r)
             print(f"train step {name} on {dev.type} done", file=sys.stderr)

@@ -31,6 +31,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)   # torchvision's rgb_to_grayscale weights
 
@@ -45,13 +46,26 @@ def _per_image(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ per-pixel ops (batched)
+# Colour ops work on (B, 3, P) views (P = H*W pixels), so a per-image 3x3 colour matrix is one
+# bmm. At 32x32 these ops are small and each costs mostly fixed overhead, so the fused forms
+# below keep their number low (measured: bench/bench.py, the CPU data-path share).
+
+def _pixels(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _const(values, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, device=like.device, dtype=like.dtype)
+
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
-    """(B,3,H,W) -> (B,1,H,W) luma, torchvision's weights."""
-    r, g, b = x.unbind(1)
-    return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
+    """(B,3,H,W) -> (B,1,H,W) luma, torchvision's weights (one matmul: cheaper than 5 ops)."""
+    n, _, h, w = x.shape
+    return torch.matmul(_const(GRAY_WEIGHTS, x), _pixels(x)).view(n, 1, h, w)
 
 
+# The three affine ops one at a time, as torchvision defines them: the reference that the fused
+# form in apply_jitter is tested against.
 def adjust_brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return (x * _per_image(f, x)).clamp_(0, 1)
 
@@ -67,32 +81,34 @@ def adjust_saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return (f * x + (1 - f) * grayscale(x)).clamp_(0, 1)
 
 
+_HUE_DIFF = ((0.0, 1.0, -1.0), (-1.0, 0.0, 1.0), (1.0, -1.0, 0.0))   # rows: g-b, b-r, r-g
+
+
 def adjust_hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """torchvision's RGB -> HSV, shift hue by f, -> RGB, in closed form.
+    """torchvision's RGB -> HSV, shift hue by f, -> RGB, in closed form, batched.
 
-    With v = max, C = max - min (= s*v) and h the hue in sixths (2*argmax + (next - prev)/C,
-    argmax the first max channel, as torchvision breaks ties), HSV -> RGB gives channel
-    c = v - C * clamp(min(k, 4 - k), 0, 1), k = (n_c + 6h) mod 6, n = (5, 3, 1) for (r, g, b).
-    Equal to torchvision.transforms.v2.functional.adjust_hue within 2e-5 (tested).
+    With v = max, C = max - min (= s*v) and the hue in sixths h = 2c + (next - prev)/C for the
+    max channel c (0, 1, 2 for r, g, b), HSV -> RGB gives channel
+    out_c = v - C * clamp(min(k, 4 - k), 0, 1), k = (n_c + h + 6f) mod 6, n = (5, 3, 1).
+    Where channels tie for the max, each gives the same h mod 6 (r,g: 1 and 1; g,b: 3 and 3;
+    r,b: -1 and 5), so h is the largest candidate over the max channels: no argmax, no gather.
+    `k - 6 floor(k / 6)` replaces torch.remainder (several times faster on the CPU); the output
+    is continuous in k, so rounding at a period boundary is harmless.
+    Equal to torchvision.transforms.v2.functional.adjust_hue within 2e-5 (tested, ties too).
     """
-    maxc, which = x.max(dim=1, keepdim=True)                   # (B,1,H,W) value, channel
+    shape = x.shape
+    x = _pixels(x)                                                   # (B,3,P)
+    maxc = x.amax(dim=1, keepdim=True)
     chroma = maxc - x.amin(dim=1, keepdim=True)
-    num = (x.roll(-1, 1) - x.roll(1, 1)).gather(1, which)      # g-b, b-r or r-g
-    h6 = torch.addcdiv(2.0 * which + 6.0 * _per_image(f, x), num, chroma.clamp(min=1e-12))
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    k = torch.remainder(n + h6, 6.0)
-    return maxc - chroma * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
-
-
-# ------------------------------------------------------------------ random ops
-
-def random_grayscale(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
-    sel = torch.rand(x.shape[0], generator=gen) < p
-    if sel.any():
-        idx = sel.nonzero().squeeze(1).to(x.device)
-        x = x.clone()
-        x[idx] = grayscale(x[idx]).expand(-1, 3, -1, -1)
-    return x
+    cand = torch.matmul(_const(_HUE_DIFF, x), x).div_(chroma.clamp(min=1e-12))
+    cand.add_(_const([[0.0], [2.0], [4.0]], x))
+    cand.sub_(torch.sign(maxc - x), alpha=100.0)                     # rule out non-max channels
+    h = cand.amax(dim=1, keepdim=True)
+    h.add_(6.0 * f.to(device=x.device, dtype=x.dtype).view(-1, 1, 1))
+    k = h + _const([[5.0], [3.0], [1.0]], x)                         # (B,3,P)
+    k.sub_(torch.floor(k * (1 / 6)), alpha=6.0)                      # k mod 6
+    k = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return torch.addcmul(maxc, chroma, k, value=-1.0).view(shape)
 
 
 def jitter_params(gen: torch.Generator, n: int, brightness: float, contrast: float,
@@ -109,24 +125,75 @@ def jitter_params(gen: torch.Generator, n: int, brightness: float, contrast: flo
 
 
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
-JITTER_IDENTITY = (1.0, 1.0, 1.0, 0.0)
 
 
 def apply_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Apply each image's ops in its own order; an op whose range is empty is skipped."""
-    x = x.clone()
+    """Apply each image's ops in its own order (torchvision's ColorJitter, per image).
+
+    Round k applies op order[:, k] to every image at once. Brightness, contrast and saturation
+    are one affine family: clamp(M x + t, 0, 1) with the per-image colour matrix
+    M = a I + b 1 w^T (w the luma weights) and offset t = c w.mean(x), where
+    (a, b, c) = (f, 0, 0), (f, 0, 1-f) and (f, 1-f, 0) respectively, so one baddbmm serves all
+    three. Images whose op this round is hue get M = I, t = 0, which leaves them exactly as they
+    are (x is in [0, 1], so the clamp does nothing), and the hue runs on just those images.
+    """
+    f = factors.gather(1, order)                             # (B,4): each round's factor
+    a = torch.where(order < 3, f, 1.0)
+    b = torch.where(order == 2, 1 - f, 0.0)
+    c = torch.where(order == 1, 1 - f, 0.0)
+    luma = torch.tensor(GRAY_WEIGHTS)
+    linear = ((a != 1) | (b != 0) | (c != 0)).any(0).tolist()
+    hue = (order == 3) & (f != 0)                            # (B,4): hue this round, not a no-op
+    hue_rounds = hue.any(0).tolist()
+    mats = (a[..., None, None] * torch.eye(3) + b[..., None, None] * luma)   # (B,4,3,3)
+    mats = mats.to(device=x.device, dtype=x.dtype)
+    offs = (c[..., None] * luma).to(device=x.device, dtype=x.dtype)[:, :, None]  # (B,4,1,3)
+    shape = x.shape
+    # Two buffers, written alternately: fresh 1.5 MB tensors each round cost more than the
+    # arithmetic on the CPU (page faults on first touch; measured 3x on the four rounds).
+    x = _pixels(x).clone()                                   # never write into the caller's x
+    spare = torch.empty_like(x)
     for k in range(4):
-        for j, op in enumerate(JITTER_OPS):
-            sel = (order[:, k] == j) & (factors[:, j] != JITTER_IDENTITY[j])
-            if sel.any():
-                idx = sel.nonzero().squeeze(1).to(x.device)
-                x[idx] = op(x[idx], factors[sel, j])
-    return x
+        if linear[k]:
+            t = torch.bmm(offs[:, k], x.mean(dim=2, keepdim=True))      # (B,1,1): c w.mean(x)
+            x, spare = torch.baddbmm(t, mats[:, k], x, out=spare).clamp_(0, 1), x
+        if hue_rounds[k]:
+            idx = hue[:, k].nonzero().squeeze(1).to(x.device)
+            x.index_copy_(0, idx, adjust_hue(x.index_select(0, idx), f[hue[:, k], k]))
+    return x.view(shape)
 
 
 def random_color_jitter(x: torch.Tensor, gen: torch.Generator, **settings: float) -> torch.Tensor:
     order, factors = jitter_params(gen, x.shape[0], **settings)
     return apply_jitter(x, order, factors)
+
+
+def grayscale_draws(gen: torch.Generator, n: int, p: float) -> torch.Tensor:
+    """(n,) bool: which images RandomGrayscale(p) turns gray."""
+    return torch.rand(n, generator=gen) < p
+
+
+def random_grayscale(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
+    """Each image turned gray with probability p (all three channels = its luma)."""
+    return color_and_normalize(x, grayscale_draws(gen, x.shape[0], p), (0.0,) * 3, (1.0,) * 3)
+
+
+def color_and_normalize(x: torch.Tensor, gray: torch.Tensor | None, mean: Sequence[float],
+                        std: Sequence[float]) -> torch.Tensor:
+    """(x - mean) / std per channel, after turning the images where `gray` is True to gray.
+
+    One baddbmm with the per-image matrix diag(1/std) G (G = 1 w^T for a gray image, else I)
+    and the offset -mean/std. Train and eval both come through here (eval: gray=None).
+    """
+    n = x.shape[0]
+    inv = 1.0 / torch.tensor(std, dtype=torch.float64)
+    mats = torch.eye(3, dtype=torch.float64).expand(n, 3, 3)
+    if gray is not None:
+        luma = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64).expand(3, 3)
+        mats = torch.where(gray[:, None, None], luma, mats)
+    mats = (inv[:, None] * mats).to(device=x.device, dtype=x.dtype)
+    bias = (-torch.tensor(mean, dtype=torch.float64) * inv).to(device=x.device, dtype=x.dtype)
+    return torch.baddbmm(bias.view(1, 3, 1), mats, _pixels(x)).view(x.shape)
 
 
 def crop_params(gen: torch.Generator, n: int, height: int, width: int,
@@ -165,28 +232,27 @@ def interp_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int,
     """(B, out_size, in_size) bilinear weights: crop [start, start+length) then resize.
 
     Exactly PyTorch's bilinear resize (align_corners=False; torchvision's resize for an upscale),
-    edge clamping inside the crop included. Each row sums to 1.
+    edge clamping inside the crop included: output pixel u reads source coordinate
+    s = clamp((u + 0.5) * length / out_size - 0.5, 0, length - 1) of the crop, and the weight of
+    pixel p is the triangle max(0, 1 - |s - p|), i.e. 1 - frac(s) and frac(s) on its two
+    neighbours. Each row sums to 1. Built on start's device, in float32 (PyTorch's own resize
+    computes its source coordinates in float32 too).
     """
-    b = start.shape[0]
-    u = torch.arange(out_size, dtype=torch.float64)
-    length = length.to(torch.float64)
-    src = ((u[None, :] + 0.5) * (length[:, None] / out_size) - 0.5).clamp(min=0)   # (B,out)
-    i0 = src.floor()
-    lam = src - i0
-    i1 = torch.minimum(i0 + 1, length[:, None] - 1)
-    i0 = torch.minimum(i0, length[:, None] - 1)
-    m = torch.zeros(b, out_size, in_size, dtype=torch.float64)
-    base = start.to(torch.float64)[:, None]
-    m.scatter_add_(2, (base + i0).long()[..., None], (1 - lam)[..., None])
-    m.scatter_add_(2, (base + i1).long()[..., None], lam[..., None])
-    return m
+    device = start.device
+    u = torch.arange(out_size, dtype=torch.float32, device=device) + 0.5
+    length = length.to(torch.float32)[:, None]
+    src = (u * (length / out_size) - 0.5).clamp_(min=0)
+    src = torch.minimum(src, length - 1)                                     # (B,out), in crop
+    pix = torch.arange(in_size, dtype=torch.float32, device=device)
+    pix = pix - start.to(torch.float32)[:, None]                           # in crop coords
+    return (1 - (src[:, :, None] - pix[:, None, :]).abs_()).clamp_(min=0)
 
 
 def gaussian_kernels(sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """(B,) sigmas -> (B, k) normalized 1-D kernels, as torchvision's _get_gaussian_kernel1d."""
     half = (kernel_size - 1) * 0.5
-    xs = torch.linspace(-half, half, kernel_size, dtype=torch.float64)
-    k = torch.exp(-0.5 * (xs[None, :] / sigma.to(torch.float64)[:, None]) ** 2)
+    xs = torch.linspace(-half, half, kernel_size, dtype=torch.float32, device=sigma.device)
+    k = torch.exp(-0.5 * (xs[None, :] / sigma.to(torch.float32)[:, None]) ** 2)
     return k / k.sum(dim=1, keepdim=True)
 
 
@@ -195,38 +261,54 @@ def blur_rows(m: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 
     Blurring after a resize equals applying (blur matrix @ resize matrix) to the image.
     """
-    size, pad = m.shape[1], kernels.shape[1] // 2
+    size, taps = m.shape[1], kernels.shape[1]
+    pad = taps // 2
     if pad >= size:
-        raise ValueError(f"blur kernel {kernels.shape[1]} too large for a {size}px image")
-    out = torch.zeros_like(m)
-    pos = torch.arange(size)
-    for t in range(kernels.shape[1]):
-        idx = pos + t - pad
-        idx = torch.where(idx < 0, -idx, idx)                       # reflect (no edge repeat)
-        idx = torch.where(idx >= size, 2 * (size - 1) - idx, idx)
-        out += kernels[:, t, None, None] * m[:, idx, :]
+        raise ValueError(f"blur kernel {taps} too large for a {size}px image")
+    idx = torch.arange(-pad, size + pad, device=m.device).abs_()             # reflect at 0
+    idx = torch.where(idx >= size, 2 * (size - 1) - idx, idx)                # and at size - 1
+    padded = m.index_select(1, idx)                                          # (B, S + 2 pad, n)
+    k = kernels.to(device=m.device, dtype=m.dtype)[:, :, None, None]
+    out = padded[:, :size] * k[:, 0]
+    for t in range(1, taps):
+        out.addcmul_(padded[:, t:t + size], k[:, t])
     return out
 
 
 def apply_linear(x: torch.Tensor, my: torch.Tensor, mx: torch.Tensor) -> torch.Tensor:
-    """(B,C,H,W) -> (B,C,S,S): out[b,c] = my[b] @ x[b,c] @ mx[b]^T, two batched matmuls."""
-    my = my.to(device=x.device, dtype=x.dtype)[:, None]            # (B,1,S,H)
-    mx = mx.to(device=x.device, dtype=x.dtype)[:, None]            # (B,1,S,W)
-    return my @ (x @ mx.transpose(-1, -2))
+    """(B,C,H,W) -> (B,C,S,S): out[b,c] = my[b] @ x[b,c] @ mx[b]^T, as two batched matmuls.
+
+    Shaped for bmm (a broadcasting matmul is several times slower for many small matrices on
+    the CPU) and so that the output comes out contiguous.
+    """
+    b, c, h, w = x.shape
+    s = my.shape[1]
+    my = my.to(device=x.device, dtype=x.dtype)
+    mx = mx.to(device=x.device, dtype=x.dtype)
+    rows = torch.bmm(my, x.transpose(1, 2).reshape(b, h, c * w))            # (B, S, C*W)
+    rows = rows.view(b, s, c, w).transpose(1, 2).reshape(b, c * s, w)        # (B, C*S, W)
+    return torch.bmm(rows, mx.transpose(1, 2)).view(b, c, s, s)
 
 
 def resample_matrices(n: int, height: int, width: int, size: int, boxes: torch.Tensor | None,
-                      sigma: torch.Tensor | None = None,
-                      kernel_size: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image (my, mx): crop (boxes, or the whole image) + resize to size, then blur."""
+                      sigma: torch.Tensor | None = None, kernel_size: int = 3,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (my, mx) on `device`: crop (boxes, or the whole image) + resize, then blur.
+
+    For a square image both axes are built in one go (one set of ops for 2n matrices).
+    """
     if boxes is None:
         boxes = torch.tensor([[0.0, 0.0, height, width]]).expand(n, 4)
-    i, j, h, w = boxes.unbind(1)
-    my = interp_matrix(i, h, height, size)
-    mx = interp_matrix(j, w, width, size)
-    if sigma is not None:
-        k = gaussian_kernels(sigma, kernel_size)
-        my, mx = blur_rows(my, k), blur_rows(mx, k)
+    i, j, h, w = boxes.to(device).unbind(1)
+    kernels = None if sigma is None else gaussian_kernels(sigma.to(device), kernel_size)
+    if height == width:
+        m = interp_matrix(torch.cat((i, j)), torch.cat((h, w)), height, size)
+        if kernels is not None:
+            m = blur_rows(m, torch.cat((kernels, kernels)))
+        return m[:n], m[n:]
+    my, mx = interp_matrix(i, h, height, size), interp_matrix(j, w, width, size)
+    if kernels is not None:
+        my, mx = blur_rows(my, kernels), blur_rows(mx, kernels)
     return my, mx
 
 
@@ -235,25 +317,19 @@ def resample(x: torch.Tensor, boxes: torch.Tensor | None, size: int) -> torch.Te
     n, _, height, width = x.shape
     if boxes is None and (height, width) == (size, size):
         return x
-    return apply_linear(x, *resample_matrices(n, height, width, size, boxes))
+    return apply_linear(x, *resample_matrices(n, height, width, size, boxes, device=x.device))
 
 
 def blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Gaussian blur, each image with its own sigma (torchvision's GaussianBlur semantics)."""
     n, _, height, width = x.shape
-    eye_y = torch.eye(height, dtype=torch.float64).expand(n, -1, -1)
-    eye_x = torch.eye(width, dtype=torch.float64).expand(n, -1, -1)
-    k = gaussian_kernels(sigma, kernel_size)
+    eye_y = torch.eye(height, device=x.device).expand(n, -1, -1)
+    eye_x = torch.eye(width, device=x.device).expand(n, -1, -1)
+    k = gaussian_kernels(sigma.to(x.device), kernel_size)
     return apply_linear(x, blur_rows(eye_y, k), blur_rows(eye_x, k))
 
 
 # ------------------------------------------------------------------ the one input path
-
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - m) / s
-
 
 def build_inputs(images: torch.Tensor, recipe: Mapping[str, Mapping], size: int,
                  mean: Sequence[float], std: Sequence[float],
@@ -272,12 +348,11 @@ def build_inputs(images: torch.Tensor, recipe: Mapping[str, Mapping], size: int,
     boxes = crop_params(gen, n, height, width, **recipe["crop"]) if "crop" in recipe else None
     if "color_jitter" in recipe:
         x = random_color_jitter(x, gen, **recipe["color_jitter"])
-    if "grayscale" in recipe:
-        x = random_grayscale(x, gen, **recipe["grayscale"])
-    # Normalizing here, at the stored size, is exact: resize and blur are linear maps whose rows
-    # sum to 1, so they commute with the per-channel affine normalization (and it is 49x cheaper
-    # than at 224x224).
-    x = normalize(x, mean, std)
+    gray = grayscale_draws(gen, n, **recipe["grayscale"]) if "grayscale" in recipe else None
+    # Grayscale and normalization in one per-image colour matrix, here at the stored size:
+    # exact, since resize and blur are linear maps whose rows sum to 1 and so commute with any
+    # per-pixel colour matrix and offset (and it is 49x cheaper than at 224x224).
+    x = color_and_normalize(x, gray, mean, std)
     sigma, k = None, 3
     if "blur" in recipe:
         lo, hi = recipe["blur"]["sigma"]
@@ -285,7 +360,7 @@ def build_inputs(images: torch.Tensor, recipe: Mapping[str, Mapping], size: int,
     if boxes is None and sigma is None and flips is None and (height, width) == (size, size):
         return x
     # Flip + crop + resize (+ blur at the output size): one linear map per axis and image.
-    my, mx = resample_matrices(n, height, width, size, boxes, sigma, k)
+    my, mx = resample_matrices(n, height, width, size, boxes, sigma, k, device=x.device)
     if flips is not None:    # x flipped = x @ P (P reverses columns): fold P into mx
-        mx = torch.where(flips[:, None, None], mx.flip(-1), mx)
+        mx = torch.where(flips.to(x.device)[:, None, None], mx.flip(-1), mx)
     return apply_linear(x, my, mx)                               # (B,3,size,size)
