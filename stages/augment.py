@@ -30,8 +30,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)   # torchvision's rgb_to_grayscale weights
 
@@ -151,7 +151,7 @@ def apply_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) ->
     shape = x.shape
     # Two buffers, written alternately: fresh 1.5 MB tensors each round cost more than the
     # arithmetic on the CPU (page faults on first touch; measured 3x on the four rounds).
-    x = _pixels(x).clone()                                   # never write into the caller's x
+    x = _pixels(x).clone()                           # never write into the caller's x
     spare = torch.empty_like(x)
     for k in range(4):
         if linear[k]:
@@ -198,22 +198,25 @@ def color_and_normalize(x: torch.Tensor, gray: torch.Tensor | None, mean: Sequen
 
 def crop_params(gen: torch.Generator, n: int, height: int, width: int,
                 scale: Sequence[float], ratio: Sequence[float], tries: int = 10) -> torch.Tensor:
-    """torchvision RandomResizedCrop.get_params for n images at once -> (n, 4) = (i, j, h, w)."""
+    """torchvision RandomResizedCrop.get_params for n images at once -> (n, 4) = (i, j, h, w).
+
+    Draws from `gen`; the arithmetic on these few hundred numbers runs in numpy (float64, as
+    torchvision's Python floats), several times cheaper than as torch ops this small.
+    """
     area = height * width
-    target = area * _uniform(gen, n * tries, scale[0], scale[1]).view(n, tries)
-    log_r = _uniform(gen, n * tries, math.log(ratio[0]), math.log(ratio[1])).view(n, tries)
-    aspect = torch.exp(log_r)
-    w = torch.round(torch.sqrt(target * aspect))
-    h = torch.round(torch.sqrt(target / aspect))
+    target = area * _uniform(gen, n * tries, scale[0], scale[1]).view(n, tries).double().numpy()
+    log_r = _uniform(gen, n * tries, math.log(ratio[0]), math.log(ratio[1]))
+    aspect = np.exp(log_r.view(n, tries).double().numpy())
+    w = np.round(np.sqrt(target * aspect))
+    h = np.round(np.sqrt(target / aspect))
     ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = ok.float().argmax(dim=1)                                   # first valid try
-    found = ok.any(dim=1)
-    w = w.gather(1, first[:, None]).squeeze(1)
-    h = h.gather(1, first[:, None]).squeeze(1)
-    u_i = torch.rand(n, generator=gen)
-    u_j = torch.rand(n, generator=gen)
-    i = torch.floor(u_i * (height - h + 1))
-    j = torch.floor(u_j * (width - w + 1))
+    first = ok.argmax(axis=1)                                          # first valid try
+    rows = np.arange(n)
+    w, h = w[rows, first], h[rows, first]
+    u = torch.rand(2, n, generator=gen).double().numpy()
+    i = np.floor(u[0] * (height - h + 1))
+    j = np.floor(u[1] * (width - w + 1))
+    box = np.stack((i, j, h, w), axis=1)
     # Fallback (no valid try): the central crop, aspect ratio clamped to `ratio`.
     in_ratio = width / height
     if in_ratio < min(ratio):
@@ -222,13 +225,12 @@ def crop_params(gen: torch.Generator, n: int, height: int, width: int,
         fw, fh = int(round(height * max(ratio))), height
     else:
         fw, fh = width, height
-    fallback = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw], dtype=torch.float32)
-    box = torch.stack((i, j, h, w), dim=1)
-    return torch.where(found[:, None], box, fallback)
+    box[~ok.any(axis=1)] = ((height - fh) // 2, (width - fw) // 2, fh, fw)
+    return torch.from_numpy(box.astype(np.float32))
 
 
-def interp_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int,
-                  out_size: int) -> torch.Tensor:
+def interp_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int,
+                  reverse: torch.Tensor | None = None) -> torch.Tensor:
     """(B, out_size, in_size) bilinear weights: crop [start, start+length) then resize.
 
     Exactly PyTorch's bilinear resize (align_corners=False; torchvision's resize for an upscale),
@@ -236,14 +238,17 @@ def interp_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int,
     s = clamp((u + 0.5) * length / out_size - 0.5, 0, length - 1) of the crop, and the weight of
     pixel p is the triangle max(0, 1 - |s - p|), i.e. 1 - frac(s) and frac(s) on its two
     neighbours. Each row sums to 1. Built on start's device, in float32 (PyTorch's own resize
-    computes its source coordinates in float32 too).
+    computes its source coordinates in float32 too). `reverse` (B,) bool: for those images the
+    input axis is mirrored first (a horizontal flip, then the crop), at no extra cost.
     """
     device = start.device
     u = torch.arange(out_size, dtype=torch.float32, device=device) + 0.5
     length = length.to(torch.float32)[:, None]
     src = (u * (length / out_size) - 0.5).clamp_(min=0)
     src = torch.minimum(src, length - 1)                                     # (B,out), in crop
-    pix = torch.arange(in_size, dtype=torch.float32, device=device)
+    pix = torch.arange(in_size, dtype=torch.float32, device=device).expand(len(start), -1)
+    if reverse is not None:
+        pix = torch.where(reverse.to(device)[:, None], in_size - 1 - pix, pix)
     pix = pix - start.to(torch.float32)[:, None]                           # in crop coords
     return (1 - (src[:, :, None] - pix[:, None, :]).abs_()).clamp_(min=0)
 
@@ -292,21 +297,23 @@ def apply_linear(x: torch.Tensor, my: torch.Tensor, mx: torch.Tensor) -> torch.T
 
 def resample_matrices(n: int, height: int, width: int, size: int, boxes: torch.Tensor | None,
                       sigma: torch.Tensor | None = None, kernel_size: int = 3,
-                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image (my, mx) on `device`: crop (boxes, or the whole image) + resize, then blur.
-
-    For a square image both axes are built in one go (one set of ops for 2n matrices).
+                      device: torch.device | str = "cpu",
+                      flips: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (my, mx) on `device`: flip (where `flips`), crop (boxes, or the whole image)
+    and resize, then blur. For a square image both axes are built in one go (one set of ops
+    for 2n matrices).
     """
     if boxes is None:
         boxes = torch.tensor([[0.0, 0.0, height, width]]).expand(n, 4)
     i, j, h, w = boxes.to(device).unbind(1)
     kernels = None if sigma is None else gaussian_kernels(sigma.to(device), kernel_size)
     if height == width:
-        m = interp_matrix(torch.cat((i, j)), torch.cat((h, w)), height, size)
+        reverse = None if flips is None else torch.cat((torch.zeros_like(flips), flips))
+        m = interp_matrix(torch.cat((i, j)), torch.cat((h, w)), height, size, reverse)
         if kernels is not None:
             m = blur_rows(m, torch.cat((kernels, kernels)))
         return m[:n], m[n:]
-    my, mx = interp_matrix(i, h, height, size), interp_matrix(j, w, width, size)
+    my, mx = interp_matrix(i, h, height, size), interp_matrix(j, w, width, size, flips)
     if kernels is not None:
         my, mx = blur_rows(my, kernels), blur_rows(mx, kernels)
     return my, mx
@@ -360,7 +367,5 @@ def build_inputs(images: torch.Tensor, recipe: Mapping[str, Mapping], size: int,
     if boxes is None and sigma is None and flips is None and (height, width) == (size, size):
         return x
     # Flip + crop + resize (+ blur at the output size): one linear map per axis and image.
-    my, mx = resample_matrices(n, height, width, size, boxes, sigma, k, device=x.device)
-    if flips is not None:    # x flipped = x @ P (P reverses columns): fold P into mx
-        mx = torch.where(flips.to(x.device)[:, None, None], mx.flip(-1), mx)
+    my, mx = resample_matrices(n, height, width, size, boxes, sigma, k, x.device, flips)
     return apply_linear(x, my, mx)                               # (B,3,size,size)

@@ -1,6 +1,7 @@
 """Each augmentation op: shape, range, per-image randomness, statistics, torchvision agreement."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -150,17 +151,73 @@ def test_photometric_ops_match_torchvision_per_image(op, tv, factors):
         torch.testing.assert_close(ours[k], tv(x[k], f), atol=2e-5, rtol=0)
 
 
+def natural(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """Smooth random images with saturated and gray areas, so clamping and hue ties occur."""
+    x = torch.rand(n, 3, size, size, generator=gen(seed))
+    x = torch.nn.functional.avg_pool2d(x, 3, 1, 1) * 1.6 - 0.3
+    x = x.clamp(0, 1)                                   # exact 0s and 1s: clamp and ties
+    x[:, :, :2] = x[:, :1, :2]                          # gray rows (all channels equal)
+    x[:, 1, 2:4] = x[:, 0, 2:4]                         # r == g ties
+    x[:, 2, 4:6] = x[:, 0, 4:6]                         # r == b ties
+    x[:, 2, 6:8] = x[:, 1, 6:8]                         # g == b ties
+    return x
+
+
+TV_JITTER = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+
+
+def test_hue_matches_torchvision_on_ties_gray_and_saturated_pixels():
+    x = natural(16)
+    f = torch.linspace(-0.5, 0.5, 16)
+    ours = A.adjust_hue(x, f)
+    for b in range(16):
+        torch.testing.assert_close(ours[b], TF.adjust_hue(x[b], f[b].item()), atol=2e-5, rtol=0)
+
+
 def test_jitter_applies_each_images_own_order():
-    x = torch.rand(2, 3, 8, 8, generator=gen())
-    order = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]])
-    f = torch.tensor([[1.2, 0.8, 1.3, 0.1], [0.9, 1.1, 0.7, -0.05]])
+    """All 24 orders, twice each, factors at the ends of wide ranges: the fused rounds give
+    what torchvision's four ops give one image at a time, in that image's order."""
+    n = 48
+    x = natural(n, seed=1)
+    order = torch.tensor(list(itertools.permutations(range(4))) * 2)
+    order, f = order[torch.randperm(n, generator=gen(2))], torch.empty(n, 4)
+    for j, (lo, hi) in enumerate([(0.5, 1.5), (0.5, 1.5), (0.0, 2.0), (-0.5, 0.5)]):
+        f[:, j] = torch.rand(n, generator=gen(3 + j)) * (hi - lo) + lo
+    f[:4] = torch.tensor([1.0, 1.0, 1.0, 0.0])          # all-identity images stay unchanged
+    before = x.clone()
     out = A.apply_jitter(x, order, f)
-    tv_ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
-    for b in range(2):
+    assert torch.equal(x, before)                       # the caller's tensor is not written
+    for b in range(n):
         ref = x[b]
         for j in order[b].tolist():
-            ref = tv_ops[j](ref, f[b, j].item())
+            ref = TV_JITTER[j](ref, f[b, j].item())
         torch.testing.assert_close(out[b], ref, atol=2e-5, rtol=0)
+    assert torch.equal(out[:4], x[:4])
+
+
+def test_grayscale_and_normalize_in_one_matrix_match_torchvision():
+    x = natural(6)
+    gray = torch.tensor([True, False, True, False, False, True])
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    out = A.color_and_normalize(x, gray, mean, std)
+    for b in range(6):
+        ref = TF.rgb_to_grayscale(x[b], 3) if gray[b] else x[b]
+        torch.testing.assert_close(out[b], TF.normalize(ref, list(mean), list(std)),
+                                   atol=1e-5, rtol=0)
+
+
+def test_flip_then_crop_in_one_resample_matches_torchvision():
+    """The notebook flipped, then cropped: the flip folded into the resample does the same."""
+    x = torch.rand(4, 3, 32, 32, generator=gen())
+    boxes = torch.tensor([[0, 0, 32, 32], [3, 5, 20, 16], [10, 0, 22, 30], [1, 2, 8, 8]]).float()
+    flips = torch.tensor([True, True, False, True])
+    my, mx = A.resample_matrices(4, 32, 32, 48, boxes, flips=flips)
+    ours = A.apply_linear(x, my, mx)
+    for b, (i, j, h, w) in enumerate(boxes.int().tolist()):
+        img = TF.horizontal_flip(x[b]) if flips[b] else x[b]
+        ref = TF.resized_crop(img, i, j, h, w, [48, 48], InterpolationMode.BILINEAR,
+                              antialias=True)
+        torch.testing.assert_close(ours[b], ref, atol=1e-5, rtol=0)
 
 
 def test_crop_and_resize_in_one_resample_matches_resized_crop():
