@@ -20,3 +20,17 @@ def test_benchmark_runs_on_tiny_sizes(tmp_path):
     assert step["model_only"] > 0 and step["project_path"] > 0 and step["notebook_path"] > 0
     assert "model_only_cpu_bf16_autocast" in step
     assert "augmentation, version_1 recipe" in r.stdout and "training step" in r.stdout
+
+
+def test_revision_comparison_runs_on_tiny_sizes():
+    r = subprocess.run([sys.executable, "-m", "bench.vs_revision", "HEAD", "--sizes", "16",
+                        "--rounds", "2", "--batch", "8"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "speed-up" in r.stdout and "16x16" in r.stdout
+
+
+def test_revision_comparison_names_a_bad_revision():
+    r = subprocess.run([sys.executable, "-m", "bench.vs_revision", "no-such-revision"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "no-such-revision" in r.stderr

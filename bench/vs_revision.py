@@ -1,0 +1,64 @@
+"""Augmentation speed of the working tree against an earlier revision, in one process.
+
+    python -m bench.vs_revision HEAD~1            # or any commit / tag / branch
+    python -m bench.vs_revision efb902e~1 --sizes 32 224 --rounds 200
+
+Loads `stages/augment.py` as it was at REV (via `git show`) next to the current one, and times
+`build_inputs` of both on the same batch (128 prepared CIFAR-10 test images, version_1 recipe),
+alternating them round after round (bench.bench.interleaved), so machine drift hits both alike.
+Prints the median ms per batch of each and the speed-up, per output size. Only for revisions
+whose `build_inputs` has today's signature.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bench.bench import MEAN, ROOT, STD, interleaved, load_images
+from stages import augment as current
+from stages.params import load_params
+
+
+def load_revision(rev: str):
+    src = subprocess.run(["git", "show", f"{rev}:stages/augment.py"], cwd=ROOT,
+                         capture_output=True, text=True)
+    if src.returncode != 0:
+        sys.exit(f"vs_revision: cannot read stages/augment.py at {rev!r}: {src.stderr.strip()}")
+    path = Path(tempfile.mkdtemp()) / "augment_at_revision.py"
+    path.write_text(src.stdout)
+    spec = importlib.util.spec_from_file_location("augment_at_revision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("rev", help="git revision to compare the working tree against")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 224], help="output sizes")
+    ap.add_argument("--rounds", type=int, default=100, help="timed rounds per size")
+    ap.add_argument("--batch", type=int, default=128)
+    args = ap.parse_args(argv)
+    old = load_revision(args.rev)
+    recipe = load_params(ROOT / "params.yaml").recipe("version_1")
+    images = torch.from_numpy(load_images(args.batch))
+    gen = torch.Generator().manual_seed(0)
+    print(f"build_inputs, version_1 recipe, batch {args.batch}, {torch.get_num_threads()} threads,"
+          f" median of {args.rounds} alternating rounds")
+    for size in args.sizes:
+        rounds = args.rounds if size <= 64 else max(5, args.rounds // 10)
+        t = interleaved({
+            "rev": lambda: old.build_inputs(images, recipe, size, MEAN, STD, gen),
+            "tree": lambda: current.build_inputs(images, recipe, size, MEAN, STD, gen)}, rounds)
+        print(f"  {size:>4}x{size:<4} {args.rev}: {1000 * t['rev']:7.2f} ms   working tree: "
+              f"{1000 * t['tree']:7.2f} ms   speed-up {t['rev'] / t['tree']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
