@@ -10,20 +10,24 @@ parameters (torchvision.transforms.v2 draws one set per call, i.e. per batch). A
 come from one CPU `torch.Generator`, so a seed gives the same draws on every device.
 
 Where the work runs (why it is fast and what that costs in exactness):
-  * color jitter and grayscale run at the stored size (32x32), before upscaling.
-    grayscale commutes exactly with the bilinear resample (it is linear per pixel, the
-    resample a convex combination of pixels); brightness and saturation are exact up
-    to where clamping at 0/1 bites; contrast uses the mean of the whole image instead of the
-    crop's mean, and hue is non-linear per pixel, so both are close but not exact.
+  * color jitter, grayscale and normalization run at the stored size (32x32), before upscaling,
+    as per-image 3x3 colour matrices (brightness, contrast, saturation: one fused `baddbmm` per
+    jitter round, see apply_jitter; grayscale + normalization: one more, color_and_normalize)
+    plus the hue on the images whose op it is. Grayscale and normalization commute exactly
+    with the bilinear resample (linear per pixel; the resample is a convex combination of
+    pixels); brightness and saturation are exact up to where clamping at 0/1 bites; contrast
+    uses the mean of the whole image instead of the crop's mean, and hue is non-linear per
+    pixel, so both are close but not exact.
     tests/test_augment.py::test_pixel_ops_before_upscale_close_to_torchvision_order measures it.
-  * crop + resize to the model's input size is ONE bilinear resample, not two, and it is exactly
-    torchvision's (edge clamping included): per image, a (size x h) and a (size x w) weight
-    matrix, applied as two batched matmuls (fast on CPU and GPU alike).
+  * flip, crop and resize to the model's input size are ONE bilinear resample, and it is
+    exactly torchvision's (edge clamping inside the crop included): per image, a (size x h) and
+    a (size x w) weight matrix (the flip mirrors the latter's input axis), applied as two
+    batched matmuls (fast on CPU and GPU alike).
   * the blur runs at the model's input size, where the notebook applied it: a 3x3 kernel at
     32x32 is a far stronger blur than at 224x224. Blur and resize are both linear per axis, so
     the blur is folded into the same two matrices: blur(resize(x)) at the cost of resize alone.
-  * the flip is folded into the same matrices (reversed columns), so it costs nothing.
-  * normalization runs at the stored size too (exact: see build_inputs).
+At 32x32 each torch op costs mostly fixed overhead and memory traffic, so the code keeps their
+number low; `python -m bench.vs_revision REV` measures any change against an earlier revision.
 """
 from __future__ import annotations
 
@@ -122,9 +126,6 @@ def jitter_params(gen: torch.Generator, n: int, brightness: float, contrast: flo
         _uniform(gen, n, -hue, hue),
     ], dim=1)                                                              # (B,4)
     return order, factors
-
-
-JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
 def apply_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
