@@ -30,11 +30,12 @@ def load_revision(rev: str):
                          capture_output=True, text=True)
     if src.returncode != 0:
         sys.exit(f"vs_revision: cannot read stages/augment.py at {rev!r}: {src.stderr.strip()}")
-    path = Path(tempfile.mkdtemp()) / "augment_at_revision.py"
-    path.write_text(src.stdout)
-    spec = importlib.util.spec_from_file_location("augment_at_revision", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as tmp:      # the module lives on in memory
+        path = Path(tmp) / "augment_at_revision.py"
+        path.write_text(src.stdout)
+        spec = importlib.util.spec_from_file_location("augment_at_revision", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     return module
 
 
@@ -42,22 +43,26 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("rev", help="git revision to compare the working tree against")
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 224], help="output sizes")
-    ap.add_argument("--rounds", type=int, default=100, help="timed rounds per size")
+    ap.add_argument("--rounds", type=int, default=100,
+                    help="timed rounds at sizes <= 64 (a tenth, at least 5, above)")
     ap.add_argument("--batch", type=int, default=128)
     args = ap.parse_args(argv)
+    if min(args.sizes) < 1 or args.rounds < 1 or args.batch < 1:
+        ap.error(f"--sizes, --rounds and --batch must be positive (got sizes {args.sizes}, "
+                 f"rounds {args.rounds}, batch {args.batch})")
     old = load_revision(args.rev)
     recipe = load_params(ROOT / "params.yaml").recipe("version_1")
     images = torch.from_numpy(load_images(args.batch))
     gen = torch.Generator().manual_seed(0)
     print(f"build_inputs, version_1 recipe, batch {args.batch}, {torch.get_num_threads()} threads,"
-          f" median of {args.rounds} alternating rounds")
+          " median of alternating rounds")
     for size in args.sizes:
-        rounds = args.rounds if size <= 64 else max(5, args.rounds // 10)
+        rounds = args.rounds if size <= 64 else max(5, args.rounds // 10)   # 224: ~50x the work
         t = interleaved({
             "rev": lambda: old.build_inputs(images, recipe, size, MEAN, STD, gen),
             "tree": lambda: current.build_inputs(images, recipe, size, MEAN, STD, gen)}, rounds)
         print(f"  {size:>4}x{size:<4} {args.rev}: {1000 * t['rev']:7.2f} ms   working tree: "
-              f"{1000 * t['tree']:7.2f} ms   speed-up {t['rev'] / t['tree']:.2f}x")
+              f"{1000 * t['tree']:7.2f} ms   speed-up {t['rev'] / t['tree']:.2f}x   ({rounds} rounds)")
 
 
 if __name__ == "__main__":

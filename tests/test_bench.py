@@ -34,3 +34,9 @@ def test_revision_comparison_names_a_bad_revision():
     r = subprocess.run([sys.executable, "-m", "bench.vs_revision", "no-such-revision"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "no-such-revision" in r.stderr
+
+
+def test_revision_comparison_refuses_non_positive_sizes():
+    r = subprocess.run([sys.executable, "-m", "bench.vs_revision", "HEAD", "--sizes", "0"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--sizes" in r.stderr and "[0]" in r.stderr
