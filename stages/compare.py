@@ -137,10 +137,11 @@ def main(argv: list[str] | None = None) -> None:
         table = collect(args.runs, list(p.versions), list(p.model.freeze_backbone),
                         list(p.train.seeds))
         groups = summarize(table)
+        report = render_markdown(groups)
         save_json(args.summary_out, groups)
         with atomic_path(args.report_out) as tmp:
-            tmp.write_text(render_markdown(groups))
-    print(render_markdown(groups))
+            tmp.write_text(report)
+    print(report)
 
 
 if __name__ == "__main__":
