@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from dvclive.lightning import DVCLiveLogger
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from stages.batches import ArrayDataModule, load_classes
@@ -38,6 +38,11 @@ def usable_checkpoint(path: Path) -> bool:
         return False
 
 
+def completed_epochs(path: Path) -> int:
+    """How many epochs an epoch checkpoint holds (Lightning stores the 0-based epoch index)."""
+    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
+
+
 def is_out_of_memory(e: BaseException) -> bool:
     """CUDA's OutOfMemoryError, or the CPU allocator's "can't allocate memory"."""
     msg = str(e).lower()
@@ -52,6 +57,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options=None) -> None:
         with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+class EpochLog(Callback):
+    """One line per epoch in the stage's log (DVC's log is no terminal: the progress bar shows
+    only its last state there), naming the epoch and its validation result."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            print(f"train: epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
+                  f"train loss {m.get('train/loss', float('nan')):.4f}, "
+                  f"val acc {m.get('val/acc', float('nan')):.4f}, "
+                  f"val loss {m.get('val/loss', float('nan')):.4f} "
+                  f"({time.perf_counter() - self.t0:.1f}s)", flush=True)
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -132,17 +154,23 @@ def run(params: Params, version: str, seed: int, freeze: bool, recipe_path: Path
     resuming = open_resume_dir(resume_dir, fingerprint, fresh)
     last = resume_dir / "last.ckpt"
     if resuming:
-        print(f"train: resuming {version} seed {seed} freeze {freeze} from {last} "
+        done = completed_epochs(last)
+        print(f"train: resuming {version} seed {seed} freeze {freeze} after epoch {done} of "
+              f"{t.epochs} from {last}; training epochs {done + 1}..{t.epochs} "
               "(delete it or pass --fresh to start over)")
     logger = DVCLiveLogger(dir=str(resume_dir / "dvclive"), dvcyaml=False, save_dvc_exp=False,
                            resume=resuming, report=None)
-    ckpt = ModelCheckpoint(dirpath=resume_dir, save_last=True, save_top_k=0,
-                           every_n_epochs=1, save_on_train_epoch_end=True)
+    # One checkpoint, `last.ckpt`, rewritten (atomically) at the end of every epoch. Not
+    # `save_last=True, save_top_k=0`: Lightning writes `last` only in a step where a top-k
+    # checkpoint was saved, so with top-k 0 it never wrote one until training had finished.
+    ckpt = ModelCheckpoint(dirpath=resume_dir, filename="last", monitor=None, save_top_k=1,
+                           save_last=False, every_n_epochs=1, save_on_train_epoch_end=True,
+                           enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy,
         precision=resolve_precision(t.precision, t.accelerator),
-        logger=logger, callbacks=[ckpt], plugins=[AtomicCheckpointIO()],
+        logger=logger, callbacks=[ckpt, EpochLog()], plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0, log_every_n_steps=10,
         use_distributed_sampler=False, enable_model_summary=False, deterministic=False)
     try:

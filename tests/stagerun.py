@@ -82,3 +82,23 @@ def wait_for(path: Path, p: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
+
+
+def checkpoint_epochs(path: Path) -> int:
+    """Completed epochs in an epoch checkpoint (Lightning stores the 0-based epoch index)."""
+    import torch
+    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
+
+
+def wait_for_epoch(ckpt: Path, p: subprocess.Popen, epochs: int, timeout: float = 120) -> None:
+    """Wait until the run's epoch checkpoint holds at least `epochs` completed epochs."""
+    t0, seen = time.time(), None
+    while True:
+        assert p.poll() is None, f"stage ended before epoch {epochs} was checkpointed " \
+            f"(last seen: {seen}):\n{p.communicate()[0]}"
+        assert time.time() - t0 < timeout, f"no checkpoint of epoch {epochs} in {ckpt}"
+        if ckpt.exists():
+            seen = checkpoint_epochs(ckpt)
+            if seen >= epochs:
+                return
+        time.sleep(0.02)

@@ -4,15 +4,16 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from stagerun import finish, stage_cmd, start, wait_for
+from stagerun import checkpoint_epochs, finish, stage_cmd, start, wait_for, wait_for_epoch
 from stages import download
-from stages.io import PAUSE_ENV
+from stages.io import PAUSE_ENV, TMP_MARK
 
 # ------------------------------------------------------------------ killed stages
 
@@ -22,6 +23,12 @@ def snapshot(out: Path) -> dict[str, bytes]:
         return {out.name: out.read_bytes()}
     return {f.name: f.read_bytes() for f in sorted(out.iterdir())
             if not f.name.endswith(".paused") and ".tmp-" not in f.name}
+
+
+def written_tmp(root: Path) -> list[Path]:
+    """The non-empty temporary outputs under root (a file, or a folder holding files)."""
+    return [t for t in root.rglob(f"*{TMP_MARK}*")
+            if (t.is_file() and t.stat().st_size) or (t.is_dir() and any(t.rglob("*.*")))]
 
 
 # where each stage's first output lands, i.e. where the test hook drops its pause marker
@@ -46,6 +53,7 @@ def test_stage_killed_while_writing_leaves_previous_output_or_none(work, trained
     # 1) killed before any output existed -> no output at all
     p = start(work, stage_cmd(work, stage, out), **{PAUSE_ENV: "60"})
     wait_for(marker, p)                           # the complete tmp output awaits its rename
+    assert written_tmp(tmp_path), "the stage was not mid-write when killed"
     p.send_signal(sig)
     code, log = finish(p)
     assert code != 0
@@ -62,19 +70,28 @@ def test_stage_killed_while_writing_leaves_previous_output_or_none(work, trained
     # 3) killed while rewriting -> the previous complete output is still there, unchanged
     p = start(work, stage_cmd(work, stage, out), **{PAUSE_ENV: "60"})
     wait_for(marker, p)
+    assert written_tmp(tmp_path) and snapshot(out) == first   # mid-write, old output intact
     p.send_signal(sig)
     finish(p)
     assert snapshot(out) == first
 
 
-def test_training_killed_resumes_and_matches_an_uninterrupted_run(work, tmp_path):
-    """SIGKILL after an epoch checkpoint; the rerun resumes, and the result is bit-identical to
-    an uninterrupted run (CPU, same seed) - which also shows runs are deterministic."""
-    slow = yaml.safe_load((work / "params.yaml").read_text())   # epochs long enough to hit
+def slow_params(work: Path, tmp_path: Path, epochs: int = 8, **train) -> Path:
+    """The tiny params with a model big enough that an epoch takes a few tenths of a second,
+    so a test can kill the run between two epochs."""
+    slow = yaml.safe_load((work / "params.yaml").read_text())
     slow["model"].update(hidden_size=96, num_layers=3, num_heads=3)
-    slow["train"]["epochs"] = 8
-    params = tmp_path / "slow.yaml"
+    slow["train"].update(epochs=epochs, **train)
+    params = tmp_path / f"slow-{len(list(tmp_path.glob('slow-*')))}.yaml"
     params.write_text(yaml.safe_dump(slow))
+    return params
+
+
+def test_training_killed_mid_run_resumes_and_matches_an_uninterrupted_run(work, tmp_path):
+    """SIGKILL once the epoch checkpoint holds epoch 2 of 8: the rerun resumes after the epoch
+    the checkpoint holds (< 8), trains only the remaining epochs, and ends bit-identical to an
+    uninterrupted run (CPU, same seed) - which also shows runs are deterministic."""
+    params = slow_params(work, tmp_path)
     runs = {}
     for name in ("a", "b"):
         code, log = finish(start(work, stage_cmd(work, "train", tmp_path / name, params)))
@@ -82,34 +99,62 @@ def test_training_killed_resumes_and_matches_an_uninterrupted_run(work, tmp_path
         runs[name] = torch.load(tmp_path / name / "model.ckpt", weights_only=False)
     killed = tmp_path / "k"
     p = start(work, stage_cmd(work, "train", killed, params))
-    wait_for(killed / "resume" / "last.ckpt", p)
+    wait_for_epoch(killed / "resume" / "last.ckpt", p, 2)
     p.send_signal(signal.SIGKILL)
     finish(p)
-    assert not (killed / "model.ckpt").exists()                 # killed mid-run
+    done = checkpoint_epochs(killed / "resume" / "last.ckpt")
+    assert 2 <= done < 8, done                                  # killed mid-run
+    assert not (killed / "model.ckpt").exists()
     code, log = finish(start(work, stage_cmd(work, "train", killed, params)))
     assert code == 0, log
-    assert "resuming" in log
+    assert f"after epoch {done} of 8" in log and f"training epochs {done + 1}..8" in log, log
+    ran = [int(e) for e in re.findall(r"train: epoch (\d+)/8", log)]  # one line per epoch
+    assert ran == list(range(done + 1, 9)), (done, ran)           # only the remaining ones
     resumed = torch.load(killed / "model.ckpt", weights_only=False)
+    assert resumed["epoch"] == runs["a"]["epoch"] == 7
     for name, ckpt in (("b", runs["b"]), ("resumed", resumed)):
         for k, v in runs["a"]["state_dict"].items():
             assert torch.equal(v, ckpt["state_dict"][k]), f"{name}: {k} differs"
     m_a = json.loads((tmp_path / "a" / "live" / "metrics.json").read_text())
     m_r = json.loads((killed / "live" / "metrics.json").read_text())
     assert m_a["val"] == m_r["val"]
+    curve = "plots/metrics/val/acc.tsv"
+    assert (killed / "live" / curve).read_text() == (tmp_path / "a" / "live" / curve).read_text()
     assert not (killed / "resume").exists()       # cleaned up once the run is complete
 
 
+def test_epoch_checkpoint_is_written_after_every_epoch(work, tmp_path):
+    """The checkpoint is there during the run, one epoch after another (not only at the end)."""
+    params = slow_params(work, tmp_path, epochs=4)
+    out = tmp_path / "e"
+    p = start(work, stage_cmd(work, "train", out, params))
+    seen = set()
+    while p.poll() is None:
+        ckpt = out / "resume" / "last.ckpt"
+        if ckpt.exists():
+            seen.add(checkpoint_epochs(ckpt))
+        time.sleep(0.02)
+    code, log = finish(p)
+    assert code == 0, log
+    assert {1, 2, 3} <= seen, seen
+
+
 def test_fresh_flag_and_changed_config_start_over(work, tmp_path):
+    params = slow_params(work, tmp_path)
     out = tmp_path / "f"
-    p = start(work, stage_cmd(work, "train", out))
-    wait_for(out / "resume" / "last.ckpt", p)
-    p.send_signal(signal.SIGKILL)
-    finish(p)
-    changed = yaml.safe_load((work / "params.yaml").read_text())
-    changed["train"]["lr"] = 0.0005
-    (tmp_path / "p2.yaml").write_text(yaml.safe_dump(changed))
-    code, log = finish(start(work, stage_cmd(work, "train", out, tmp_path / "p2.yaml")))
-    assert code == 0 and "resuming" not in log, log
+    for rerun in ("--fresh", "changed config"):
+        p = start(work, stage_cmd(work, "train", out, params))
+        wait_for_epoch(out / "resume" / "last.ckpt", p, 1)
+        p.send_signal(signal.SIGKILL)
+        finish(p)
+        assert checkpoint_epochs(out / "resume" / "last.ckpt") < 8   # a state to resume from
+        if rerun == "--fresh":
+            args = stage_cmd(work, "train", out, params) + ["--fresh"]
+        else:
+            args = stage_cmd(work, "train", out, slow_params(work, tmp_path, lr=0.0005))
+        code, log = finish(start(work, args))
+        assert code == 0 and "resuming" not in log, log
+        assert "train: epoch 1/8" in log, log                         # from the first epoch
 
 
 def test_non_finite_loss_stops_with_version_and_step(work, tmp_path):

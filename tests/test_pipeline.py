@@ -199,3 +199,49 @@ def test_new_seed_trains_only_that_seed(project):
     assert trained == {f"{s}@{v}-False-1" for v in versions for s in ("train", "evaluate")}
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert summary["version_1/freeze-false"]["test_acc"]["n"] == 2
+
+
+def test_dvc_repro_killed_mid_training_resumes(tmp_path):
+    """`dvc repro` killed (the whole process group, as Ctrl-C in a terminal would reach it, but
+    with SIGKILL) once a run's epoch checkpoint holds epoch 2 of 6: the next `dvc repro` resumes
+    that run after the checkpointed epoch, and the model equals a fresh, uninterrupted run's."""
+    import shutil
+    import signal
+
+    import torch
+    from stagerun import checkpoint_epochs
+
+    archive = pack(make_image_folder(tmp_path / "imgs", n_train=40, n_test=5), tmp_path / "t.tgz")
+    proj = copy_tracked(tmp_path / "project")
+    for stale in ("dvc.lock", "metrics", "reports"):
+        shutil.rmtree(proj / stale, ignore_errors=True) if (proj / stale).is_dir() else \
+            (proj / stale).unlink(missing_ok=True)
+    set_params(proj, {**TINY_PARAMS, "data": {**TINY_PARAMS["data"], "source": str(archive)},
+                      "model": {**TINY_PARAMS["model"], "hidden_size": 96, "num_layers": 3,
+                                "num_heads": 3},
+                      "train": {**TINY_PARAMS["train"], "epochs": 6}})
+    sh(proj, "git", "init", "-q")
+    sh(proj, "git", "add", "-A")
+    sh(proj, "git", "commit", "-qm", "tiny project")  # DVCLive fails in a repo without commits
+    stage = "train@version_0-False-0"
+    ckpt = proj / ".resume/version_0/freeze-false/seed0/last.ckpt"
+    p = subprocess.Popen(["dvc", "repro", stage], cwd=proj, env=env(), start_new_session=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (ckpt.exists() and checkpoint_epochs(ckpt) >= 2):
+        assert p.poll() is None, p.communicate()[0]
+        assert time.time() < deadline, "no epoch checkpoint appeared"
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.communicate()
+    done = checkpoint_epochs(ckpt)
+    assert 2 <= done < 6, done
+    out = sh(proj, "dvc", "repro", stage)
+    assert f"after epoch {done} of 6" in out, out
+    assert re.findall(r"train: epoch (\d+)/6", out) == [str(e) for e in range(done + 1, 7)]
+    model = proj / "models/version_0/freeze-false/seed0.ckpt"
+    resumed = torch.load(model, weights_only=False)["state_dict"]
+    out = sh(proj, "dvc", "repro", "-f", "-s", stage)            # fresh, uninterrupted
+    assert "resuming" not in out and "train: epoch 1/6" in out, out
+    fresh = torch.load(model, weights_only=False)["state_dict"]
+    assert all(torch.equal(v, fresh[k]) for k, v in resumed.items())
