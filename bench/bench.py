@@ -203,9 +203,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     ap.add_argument("--out", type=Path, default=None, help="write results as JSON here")
     ap.add_argument("--no-repro", action="store_true", help="skip the no-op dvc repro timing")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="auto: the CPU rows, and the GPU rows when there is a GPU")
     args = ap.parse_args(argv)
     quick = args.quick
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is visible here (torch.cuda.is_available() "
+                 "is False)")
+    devices = [torch.device(d) for d in ("cpu", "cuda")
+               if args.device in (d, "auto") and (d == "cpu" or torch.cuda.is_available())]
     images = load_images(64 if quick else 512)
     res: dict = {"machine": machine(), "quick": quick, "augment": {}, "train_step": []}
     params = load_params(ROOT / "params.yaml")

@@ -1,35 +1,134 @@
 #!/usr/bin/env bash
-# The GPU checks in one command (for a machine with a CUDA GPU; not part of CI):
-#   1. the throughput benchmark (CPU and GPU rows), as JSON;
-#   2. the seed notebook's study shape on the GPU: ViT-B/16 at 224, frozen backbone, bf16, with
-#      random init (`model.pretrained` needs the hub or a local copy of the weights), one epoch
-#      of the three versions, while nvidia-smi samples GPU utilization every 0.5 s.
-# Usage: DATA=path/to/cifar10-jpeg.tar.gz OUT=results/ bash bench/gpu_check.sh
-set -euo pipefail
+# The GPU checks, in three parts (not part of CI):
+#
+#   bash bench/gpu_check.sh prepare    HERE: the wheels the GPU machine lacks -> .whl/, the data
+#                                      archive -> .gpudata/, and the size of what will travel
+#   bash bench/gpu_check.sh run        ON THE GPU MACHINE: install the carried wheels, then the
+#                                      notebook-shaped study through `dvc repro` with an
+#                                      nvidia-smi trace, the benchmark's GPU rows, the unit tests;
+#                                      all results in $OUT (at most 8 files), ~5 min on an H100
+#                                      (each step has a time limit; all limits: 9 min)
+#   bash bench/gpu_check.sh rehearse   HERE: `run` on the CPU, in a Python 3.12 venv holding only
+#                                      what the GPU machine holds, in a copy of the tree made as
+#                                      the device tool makes it; steps that need CUDA say so
+#
+# With the device tool: `prepare` here, then run `bash bench/gpu_check.sh run` there with
+# carry [".whl", ".gpudata"] and timeout_s 590 (README, "GPU").
+set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
-OUT=${OUT:-bench/results}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+SITE=${SITE:-/tmp/site}
+FAILED=()
 
-python -m bench.bench --no-repro --out "$OUT/bench-gpu.json" | tee "$OUT/bench-gpu.txt"
+say() { printf '\n=== %s [%s]\n' "$*" "$(date +%H:%M:%S)"; }
+step() {    # step NAME SECONDS CMD...: run, time, and record a failure without stopping
+  local name=$1 limit=$2; shift 2
+  say "$name"
+  local t0=$SECONDS
+  timeout "$limit" "$@"
+  local rc=$?
+  echo "--- $name: exit $rc after $((SECONDS - t0)) s"
+  [ $rc -eq 0 ] || FAILED+=("$name (exit $rc)")
+}
 
-nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -lms 500 \
-  > "$OUT/gpu-util.csv" &
-SMI=$!
-trap 'kill $SMI 2>/dev/null || true' EXIT
-( time dvc exp run -n gpu-vitb16-random -S "data.source=$DATA" -S data.train_size=null \
-    -S model.image_size=224 -S model.patch_size=16 -S model.hidden_size=768 \
-    -S model.num_layers=12 -S model.num_heads=12 -S 'model.freeze_backbone=[true]' \
-    -S 'train.seeds=[0]' -S train.epochs=1 -S train.batch_size=256 -S train.lr=0.001 \
-    -S train.warmup_epochs=0.1 ) 2>&1 | tee "$OUT/gpu-study.log"
-kill $SMI 2>/dev/null || true
-python - "$OUT/gpu-util.csv" <<'PY'
-import sys
-u = [int(l.split(",")[1].strip().split()[0]) for l in open(sys.argv[1]) if l.strip()]
-busy = [x for x in u if x > 0]
-print(f"GPU utilization: {len(u)} samples, mean {sum(u)/max(1,len(u)):.1f}%, "
-      f"mean while busy {sum(busy)/max(1,len(busy)):.1f}%, "
-      f"share of samples >= 90%: {sum(x >= 90 for x in u)/max(1,len(u)):.0%}")
-PY
-cat reports/comparison.md
+prepare() {
+  python bench/gpu_check.py wheels .whl || exit 1
+  [ -f "$DATA" ] || { echo "gpu_check: no data archive at $DATA (set DATA=...)"; exit 1; }
+  mkdir -p .gpudata && cp "$DATA" .gpudata/cifar10-jpeg.tar.gz
+  python bench/gpu_check.py size .whl .gpudata || exit 1
+}
+
+run() {
+  OUT=${OUT:-/tmp/gpu-check-out}
+  mkdir -p "$OUT"
+  exec > >(tee -a "$OUT/check.log") 2>&1
+  export DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
+  [ -d .whl ] && [ -d .gpudata ] || { echo "gpu_check: carry .whl and .gpudata (prepare)"; exit 1; }
+  say "install the carried wheels into $SITE"
+  rm -rf "$SITE"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" .whl/*.whl || { echo "gpu_check: wheel install failed"; exit 1; }
+  export PYTHONPATH="$SITE" PATH="$SITE/bin:$PATH"
+  # dvc.yaml runs `python -m stages...`; that machine may only have `python3`
+  command -v python >/dev/null || ln -s "$(command -v python3)" "$SITE/bin/python"
+  python3 bench/gpu_check.py check-carried "$SITE" || exit 1
+  local dev
+  dev=$(python3 -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
+  { python3 -c "import sys, torch; from importlib.metadata import version
+print('python', sys.version.split()[0], *(f'| {p} {version(p)}' for p in ('torch',
+      'torchvision', 'transformers', 'lightning', 'torchmetrics', 'numpy', 'dvc', 'dvclive')))
+print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')"
+    nproc; command -v nvidia-smi >/dev/null && nvidia-smi; } > "$OUT/env.txt" 2>&1
+  cat "$OUT/env.txt"
+
+  cp params.yaml .dvc/config /tmp/    # the study edits both; the tests want the originals
+  step "study params (notebook-shaped, $dev)" 30 \
+    python3 bench/gpu_check.py study-params params.yaml "$dev"
+  [ -d .git ] || dvc config core.no_scm true    # the device gets the tree without .git
+  local smi=""
+  if [ "$dev" = cuda ]; then
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader \
+      -lms 500 > "$OUT/gpu-util.csv" &
+    smi=$!
+  else
+    say "nvidia-smi utilization trace: SKIPPED, no CUDA here"
+  fi
+  step "study: dvc repro (download, prepare, 3 versions x 1 seed, evaluate, compare, plots)" \
+    300 dvc repro
+  [ -n "$smi" ] && kill "$smi" 2>/dev/null
+  cp reports/comparison.md metrics/summary.json "$OUT/" 2>/dev/null
+  if [ -n "$smi" ]; then
+    python3 bench/gpu_check.py util "$OUT/gpu-util.csv" | tee "$OUT/util-summary.txt"
+  fi
+  cp /tmp/params.yaml params.yaml && cp /tmp/config .dvc/config
+  step "unit tests under this machine's versions" 100 \
+    python3 -m pytest -m "not e2e" -q -p no:cacheprovider
+  if [ "$dev" = cuda ]; then
+    step "benchmark, GPU rows" 150 python3 -m bench.bench --device cuda --no-repro \
+      --out "$OUT/bench-gpu.json"
+  else
+    say "benchmark, GPU rows: SKIPPED, no CUDA here; the quick CPU smoke run instead"
+    step "benchmark smoke (CPU, --quick)" 200 python3 -m bench.bench --quick --no-repro \
+      --out "$OUT/bench-cpu-quick.json"
+  fi
+
+  say "done"
+  if [ ${#FAILED[@]} -gt 0 ]; then
+    printf 'FAILED: %s\n' "${FAILED[@]}"
+    exit 1
+  fi
+  echo "all steps passed"
+}
+
+rehearse() {
+  local venv=${VENV:-.venv-gpu} tree=${TREE:-/tmp/gpu-rehearsal}
+  [ -f .whl/present-on-gpu-machine.txt ] || prepare
+  if [ ! -x "$venv/bin/python3" ]; then
+    say "a Python 3.12 venv with what the GPU machine holds, in $venv"
+    local py312=${PY312:-python3.12}
+    "$py312" --version >/dev/null 2>&1 || py312=$(ls ~/.pyenv/versions/3.12*/bin/python3.12 | head -1)
+    "$py312" -m venv "$venv" || exit 1
+    "$venv/bin/python3" -m pip install -q --upgrade pip
+    "$venv/bin/python3" -m pip install -q torch==2.11.0 torchvision==0.26.0 lightning==2.6.6 \
+      transformers==5.17.0 torchmetrics==1.9.0 scipy matplotlib pyyaml tqdm pillow timm pytest \
+      packaging $(cat .whl/present-on-gpu-machine.txt) -c .whl/gpu-machine-pins.txt || exit 1
+  fi
+  say "a copy of the tree as the device tool makes it (no .git), with .whl and .gpudata"
+  rm -rf "$tree" && mkdir -p "$tree/tree"
+  git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$tree/tree"
+  cp -r .whl .gpudata "$tree/tree/"
+  local vbin
+  vbin=$(cd "$venv/bin" && pwd)
+  (cd "$tree/tree" && PATH="$vbin:$PATH" OUT="$tree/out" SITE="$tree/site" \
+    bash bench/gpu_check.sh run)
+  local rc=$?
+  echo "rehearsal: exit $rc; its files in $tree/out/: $(ls "$tree/out" | tr '\n' ' ')"
+  return $rc
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) run ;;
+  rehearse) rehearse ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
+esac

@@ -64,7 +64,8 @@ def stage_cmd(w: Path, stage: str, out: Path, params: Path | None = None) -> lis
 
 
 def start(w: Path, args: list[str], **env: str) -> subprocess.Popen:
-    e = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **env}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    e = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **env}
     return subprocess.Popen([sys.executable, *args], cwd=w, env=e, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 

@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -22,6 +24,11 @@ def test_benchmark_runs_on_tiny_sizes(tmp_path):
     assert "augmentation, version_1 recipe" in r.stdout and "training step" in r.stdout
 
 
+needs_git = pytest.mark.skipif(not (ROOT / ".git").exists(),
+                               reason="bench.vs_revision reads git history; this tree has none")
+
+
+@needs_git
 def test_revision_comparison_runs_on_tiny_sizes():
     r = subprocess.run([sys.executable, "-m", "bench.vs_revision", "HEAD", "--sizes", "16",
                         "--rounds", "2", "--batch", "8"], cwd=ROOT, capture_output=True,
@@ -30,6 +37,7 @@ def test_revision_comparison_runs_on_tiny_sizes():
     assert "speed-up" in r.stdout and "16x16" in r.stdout
 
 
+@needs_git
 def test_revision_comparison_names_a_bad_revision():
     r = subprocess.run([sys.executable, "-m", "bench.vs_revision", "no-such-revision"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)

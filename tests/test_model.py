@@ -75,3 +75,14 @@ def test_non_finite_loss_names_version_and_step():
     batch = (torch.zeros(2, 3, 16, 16, dtype=torch.uint8), torch.tensor([0, 1]))
     with pytest.raises(NonFiniteLossError, match=r"version 'version_9'.*step 0.*Lower train.lr"):
         m.training_step(batch, 0)
+
+
+def test_bf16_autocast_is_chosen_only_on_cuda(monkeypatch):
+    from stages.train import resolve_precision
+    assert resolve_precision("auto", "cpu") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)     # as on a GPU machine
+    assert resolve_precision("auto", "auto") == "bf16-mixed"
+    assert resolve_precision("auto", "cpu") == "32-true"             # asked for the CPU
+    assert resolve_precision("32-true", "auto") == "32-true"         # an explicit choice stays
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_precision("auto", "auto") == "32-true"

@@ -34,3 +34,20 @@ def test_ddp_two_cpu_processes_same_global_batch(work, tmp_path):
     # metrics are synced over ranks and mean the same thing: accuracies in [0, 1]
     assert 0.0 <= m2["val"]["acc"] <= 1.0 and m2["val"]["loss"] > 0
     assert set(c2["state_dict"]) == set(c1["state_dict"])
+
+
+def test_torch_compile_is_optional_and_its_model_evaluates(work, tmp_path):
+    """train.compile: true compiles the ViT (inductor, on the CPU here); the exported model
+    has the plain parameter names, so evaluation rebuilds it like any other."""
+    p = yaml.safe_load((work / "params.yaml").read_text())
+    p["train"].update(epochs=1, compile=True)
+    params = tmp_path / "compile.yaml"
+    params.write_text(yaml.safe_dump(p))
+    code, log = finish(start(work, stage_cmd(work, "train", tmp_path / "c", params)), timeout=600)
+    assert code == 0, log
+    ckpt = torch.load(tmp_path / "c" / "model.ckpt", weights_only=False)
+    assert not any("_orig_mod" in k for k in ckpt["state_dict"])
+    from stages.evaluate import evaluate
+    metrics, _ = evaluate(tmp_path / "c" / "model.ckpt", work / "prepared", 16,
+                          torch.device("cpu"))
+    assert 0.0 <= metrics["acc"] <= 1.0

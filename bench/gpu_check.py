@@ -1,0 +1,219 @@
+"""Helpers of bench/gpu_check.sh (stdlib and `packaging` only: they run before anything else is
+installed, on this machine and on the GPU machine).
+
+    python bench/gpu_check.py wheels DEST          which packages to carry, and fetch their wheels
+    python bench/gpu_check.py size PATH...         MiB that travel (tree + PATHs), refuse > 64
+    python bench/gpu_check.py check-carried DIR    are the carried packages' needs met there?
+    python bench/gpu_check.py study-params FILE cuda|cpu   the notebook-shaped study's params
+    python bench/gpu_check.py util CSV             summary of an nvidia-smi utilization trace
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_PACKAGES = ROOT / "bench" / "gpu_machine_packages.txt"
+LIMIT_MIB = 64
+# Needed by dvc (hydra-core) but published as a source archive only: built into a wheel here.
+SDIST_ONLY = ["antlr4-python3-runtime==4.9.3"]
+PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+             "manylinux2014_x86_64", "manylinux1_x86_64"]
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def gpu_machine_list() -> list[str]:
+    return [w for line in GPU_PACKAGES.read_text().splitlines()
+            if not line.startswith("#") for w in line.split()]
+
+
+def gpu_machine_packages() -> set[str]:
+    return {norm(w.split("==")[0]) for w in gpu_machine_list()}
+
+
+def gpu_machine_pins() -> list[str]:
+    return [w for w in gpu_machine_list() if "==" in w]
+
+
+def wheel_name(path: Path) -> str:
+    return norm(path.name.split("-")[0])
+
+
+def needed_here() -> list[str]:
+    """requirements.txt entries the GPU machine lacks, pinned to the versions installed here."""
+    from importlib.metadata import version
+    there = gpu_machine_packages()
+    out = []
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        name = re.split(r"[<>=!~ \[]", line, maxsplit=1)[0]
+        if norm(name) not in there:
+            out.append(f"{name}=={version(name)}")
+    return out
+
+
+def fetch_wheels(dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.whl"):
+        old.unlink()
+    pip = [sys.executable, "-m", "pip"]
+    wanted = needed_here()
+    print(f"gpu_check: the GPU machine lacks {', '.join(wanted)}; fetching them and their "
+          "dependencies for CPython 3.12, manylinux x86_64")
+    subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(dest), *SDIST_ONLY], check=True)
+    plats = [a for p in PLATFORMS for a in ("--platform", p)]
+    pins = dest / "gpu-machine-pins.txt"
+    pins.write_text("\n".join(gpu_machine_pins()) + "\n")
+    subprocess.run([*pip, "download", "-q", "--only-binary=:all:", "--find-links", str(dest),
+                    "--constraint", str(pins),
+                    "--python-version", "3.12", "--implementation", "cp", *plats,
+                    "--platform", "any", "-d", str(dest), *wanted], check=True)
+    there = gpu_machine_packages() - capped_needs(dest, gpu_machine_packages())
+    present = sorted(p for p in dest.glob("*.whl") if wheel_name(p) in there)
+    for p in present:
+        p.unlink()
+    (dest / "present-on-gpu-machine.txt").write_text(
+        "".join(f"{wheel_name(p)}\n" for p in present))
+    carried = sorted(dest.glob("*.whl"))
+    mib = sum(p.stat().st_size for p in carried) / 2**20
+    print(f"gpu_check: {len(carried)} wheels to carry ({mib:.1f} MiB) in {dest}/; "
+          f"{len(present)} more are already on the GPU machine "
+          f"({dest}/present-on-gpu-machine.txt)")
+
+
+def requires(wheel: Path) -> list[str]:
+    """Requires-Dist lines of a wheel (extras' lines left out)."""
+    import zipfile
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = z.read(meta).decode().splitlines()
+    return [ln.split(":", 1)[1].strip() for ln in lines
+            if ln.startswith("Requires-Dist:") and "extra ==" not in ln]
+
+
+def capped_needs(dest: Path, there: set[str]) -> set[str]:
+    """Packages the GPU machine has but that a carried package pins or caps (==, <, <=, ~=):
+    its version there may be too new, so they are carried too (a lower bound alone is taken
+    as met by that machine's recent image; `check-carried` verifies it there)."""
+    from packaging.requirements import Requirement
+    wheels = {wheel_name(p): p for p in dest.glob("*.whl")}
+    carried, capped = {n for n in wheels if n not in there}, set()
+    todo = list(carried)
+    while todo:
+        for spec in requires(wheels[todo.pop()]):
+            req = Requirement(spec)
+            name = norm(req.name)
+            if name in wheels and name not in carried and \
+                    any(s.operator in ("==", "<", "<=", "~=", "===") for s in req.specifier):
+                carried.add(name)
+                capped.add(name)
+                todo.append(name)
+    return capped
+
+
+def travel_size(carried: list[str]) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    tree = sum((ROOT / f).stat().st_size for f in files if f and (ROOT / f).is_file())
+    parts = {"working tree": tree}
+    for c in carried:
+        parts[c] = sum(p.stat().st_size for p in (ROOT / c).rglob("*") if p.is_file())
+    total = sum(parts.values()) / 2**20
+    print("gpu_check: what travels: " + ", ".join(f"{k} {v / 2**20:.1f} MiB"
+                                                  for k, v in parts.items())
+          + f"; total {total:.1f} MiB (limit {LIMIT_MIB} MiB)")
+    if total > LIMIT_MIB:
+        sys.exit(f"gpu_check: {total:.1f} MiB is over the device tool's {LIMIT_MIB} MiB: carry "
+                 "fewer wheels or a smaller data archive.")
+
+
+def check_carried(site: Path) -> None:
+    """Every requirement of every carried package is met by what is importable now."""
+    from importlib.metadata import PackageNotFoundError, distribution, distributions
+    from packaging.requirements import Requirement
+    carried = {norm(d.metadata["Name"]) for d in distributions(path=[str(site)])}
+    problems = []
+    for name in sorted(carried):
+        for spec in distribution(name).requires or []:
+            req = Requirement(spec)
+            if req.marker and not req.marker.evaluate({"extra": ""}):
+                continue
+            try:
+                have = distribution(req.name).version
+            except PackageNotFoundError:
+                problems.append(f"{name} needs {req}, which is missing")
+                continue
+            if req.specifier and not req.specifier.contains(have, prereleases=True):
+                problems.append(f"{name} needs {req}, but {req.name} {have} is installed")
+    if problems:
+        sys.exit("gpu_check: the carried packages' needs are not met:\n  " +
+                 "\n  ".join(problems) + "\nRerun `bash bench/gpu_check.sh prepare` after "
+                 "updating bench/gpu_machine_packages.txt.")
+    print(f"gpu_check: {len(carried)} carried packages, all their requirements met")
+
+
+def study_params(path: Path, device: str) -> None:
+    """The seed notebook's setting (random init: no weights can be downloaded there), one
+    epoch; on a machine without CUDA a rehearsal size of it, same code paths."""
+    import yaml
+    p = yaml.safe_load(path.read_text())
+    p["data"].update(source=".gpudata/cifar10-jpeg.tar.gz", train_size=None)
+    p["model"].update(pretrained=None, image_size=224, patch_size=16, hidden_size=768,
+                      num_layers=12, num_heads=12, mlp_ratio=4, freeze_backbone=[True])
+    p["train"].update(seeds=[0], epochs=1, batch_size=256, lr=0.001, warmup_epochs=0.1,
+                      precision="auto", accelerator="auto")
+    p["eval"]["batch_size"] = 500
+    if device != "cuda":     # rehearsal on a CPU: same shape of pipeline, a size a CPU can run
+        p["data"]["train_size"] = 512
+        p["model"].update(hidden_size=64, num_layers=1, num_heads=2)
+        p["train"]["batch_size"] = 64
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    print(f"gpu_check: study params for {device}: model {json.dumps(p['model'])}, "
+          f"train {json.dumps(p['train'])}, data.train_size {p['data']['train_size']}")
+
+
+def util_summary(csv: Path) -> None:
+    rows = []
+    for line in csv.read_text().splitlines():
+        parts = [x.strip() for x in line.split(",")]
+        if len(parts) >= 3 and parts[1].split()[0].isdigit():
+            rows.append((int(parts[1].split()[0]), int(parts[2].split()[0])))
+    if not rows:
+        print("gpu_check: no utilization samples")
+        return
+    util = [u for u, _ in rows]
+    idle_mem = min(m for _, m in rows)
+    busy = [u for u, m in rows if m > idle_mem + 512]      # a process holds the GPU
+    def mean(x): return sum(x) / max(1, len(x))
+    print(f"GPU utilization, {len(rows)} samples every 0.5 s: mean {mean(util):.1f}%; while a "
+          f"process held GPU memory ({len(busy)} samples): mean {mean(busy):.1f}%, "
+          f"share >= 90%: {sum(u >= 90 for u in busy) / max(1, len(busy)):.0%}; "
+          f"peak memory {max(m for _, m in rows)} MiB")
+
+
+def main() -> None:
+    cmd, *args = sys.argv[1:] or ["help"]
+    if cmd == "wheels":
+        fetch_wheels(Path(args[0]))
+    elif cmd == "size":
+        travel_size(args)
+    elif cmd == "check-carried":
+        check_carried(Path(args[0]))
+    elif cmd == "study-params":
+        study_params(Path(args[0]), args[1])
+    elif cmd == "util":
+        util_summary(Path(args[0]))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
