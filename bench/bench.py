@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from stages.augment import build_inputs
-from stages.model import AugViT, vit_config
-from stages.params import load_params
+from augvit.augment import build_inputs
+from augvit.model import ViTClassifier, vit_config
+from augvit.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -110,13 +110,14 @@ def bench_train_step(name: str, cfg: dict, images: np.ndarray, recipe: dict, bat
                      repeats: int, device: torch.device, freeze: bool) -> dict:
     """images/s of one optimizer step: model only / project data path / notebook data path."""
     size = cfg["image_size"]
-    model = AugViT(vit_config=cfg, classes=[str(k) for k in range(10)], recipe=recipe,
-                   image_size=size, mean=list(MEAN), std=list(STD), freeze_backbone=freeze,
-                   seed=0).to(device).train()
+    model = ViTClassifier(vit_config=cfg, classes=[str(k) for k in range(10)], recipe=recipe,
+                          image_size=size, mean=list(MEAN), std=list(STD),
+                          freeze_backbone=freeze).to(device).train()
+    gen = torch.Generator()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-4)
     u8 = torch.from_numpy(images[:batch]).to(device)
     y = torch.randint(0, 10, (batch,), device=device)
-    ready = build_inputs(u8, recipe, size, MEAN, STD, model.aug_gen)
+    ready = build_inputs(u8, recipe, size, MEAN, STD, gen)
     pil = [Image.fromarray(im.transpose(1, 2, 0)) for im in images[:batch]]
     tf = notebook_transform(size)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
@@ -129,9 +130,9 @@ def bench_train_step(name: str, cfg: dict, images: np.ndarray, recipe: dict, bat
         opt.step()
 
     paths = {"model": lambda: step(ready),
-             "project": lambda: step(model.inputs(u8, train=True)),
+             "project": lambda: step(model.inputs(u8, train=True, gen=gen)),
              "notebook": lambda: step(torch.stack([tf(im) for im in pil]).to(device)),
-             "augment": lambda: model.inputs(u8, train=True)}
+             "augment": lambda: model.inputs(u8, train=True, gen=gen)}
     if device.type == "cpu":       # does bf16 autocast pay on this CPU (AVX-512/AMX)?
         paths["model_bf16"] = lambda: step(ready, bf16=True)
     t = interleaved(paths, repeats, sync=sync)

@@ -3,7 +3,7 @@
     python -m bench.vs_revision HEAD~1            # or any commit / tag / branch
     python -m bench.vs_revision efb902e~1 --sizes 32 224 --rounds 200
 
-Loads `stages/augment.py` as it was at REV (via `git show`) next to the current one, and times
+Loads the augmentation code as it was at REV (via `git show`) next to the current one, and times
 `build_inputs` of both on the same batch (128 prepared CIFAR-10 test images, version_1 recipe),
 alternating them round after round (bench.bench.interleaved), so machine drift hits both alike.
 Prints the median ms per batch of each and the speed-up, per output size. Only for revisions
@@ -12,7 +12,8 @@ whose `build_inputs` has today's signature.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,22 +22,35 @@ from pathlib import Path
 import torch
 
 from bench.bench import MEAN, ROOT, STD, interleaved, load_images
-from stages import augment as current
-from stages.params import load_params
+from augvit import augment as current
+from augvit.params import load_params
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
 
 
 def load_revision(rev: str):
-    src = subprocess.run(["git", "show", f"{rev}:stages/augment.py"], cwd=ROOT,
-                         capture_output=True, text=True)
-    if src.returncode != 0:
-        sys.exit(f"vs_revision: cannot read stages/augment.py at {rev!r}: {src.stderr.strip()}")
-    with tempfile.TemporaryDirectory() as tmp:      # the module lives on in memory
-        path = Path(tmp) / "augment_at_revision.py"
-        path.write_text(src.stdout)
-        spec = importlib.util.spec_from_file_location("augment_at_revision", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
+    """The augmentation code at `rev` as a module: `augvit/augment/` (a package, imported under
+    another name beside today's) or, before the library was split out, `stages/augment.py`."""
+    listing = _git("ls-tree", "-r", "--name-only", rev, "--", "augvit/augment", "stages/augment.py")
+    if listing.returncode != 0 or not listing.stdout.strip():
+        sys.exit(f"vs_revision: cannot read the augmentation code at {rev!r}: "
+                 f"{listing.stderr.strip() or 'neither augvit/augment/ nor stages/augment.py'}")
+    files = [f for f in listing.stdout.split() if f.endswith(".py")]
+    tmp = Path(tempfile.mkdtemp(prefix="vs_revision-"))
+    try:
+        for f in files:
+            src = _git("show", f"{rev}:{f}").stdout.replace("augvit.augment", "_rev_augment")
+            name = "__init__.py" if f == "stages/augment.py" else Path(f).name
+            (tmp / "_rev_augment").mkdir(exist_ok=True)
+            (tmp / "_rev_augment" / name).write_text(src)
+        sys.path.insert(0, str(tmp))
+        return importlib.import_module("_rev_augment")   # stays in memory once imported
+    finally:
+        if str(tmp) in sys.path:
+            sys.path.remove(str(tmp))
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,78 +1,12 @@
-"""Stage `download`: get CIFAR-10 (hub id or local copy) into data/raw, still encoded.
-
-Output folder: <split>.npz (the image files' bytes, concatenated, with offsets, labels and names)
-for train and test, and source.json (where it came from, class names, counts, checksums).
-"""
+"""Stage `download`: data.source (hub id or local copy) -> data/raw, still encoded."""
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-import numpy as np
-
-from stages.io import atomic_path, raise_on_sigterm, save_arrays, save_json, user_errors
-from stages.params import load_params
-from stages.sources import (SPLITS, EncodedSplit, SourceError, content_checksum, file_sha256, is_local,
-                            read_hub, read_local)
-
-
-def pack(split: EncodedSplit) -> dict[str, np.ndarray]:
-    sizes = np.fromiter((len(b) for b in split.blobs), dtype=np.int64, count=len(split.blobs))
-    offsets = np.concatenate(([0], np.cumsum(sizes)))
-    return {"bytes": np.frombuffer(b"".join(split.blobs), dtype=np.uint8),
-            "offsets": offsets, "labels": split.labels, "names": np.asarray(split.names)}
-
-
-def unpack(arrays: dict[str, np.ndarray]) -> EncodedSplit:
-    data, off = arrays["bytes"], arrays["offsets"]
-    blobs = [data[off[k]:off[k + 1]].tobytes() for k in range(len(off) - 1)]
-    return EncodedSplit(blobs, arrays["labels"], [str(n) for n in arrays["names"]])
-
-
-def check_sha256(record: dict, expected: str | None) -> None:
-    """data.sha256 pins the archive file (for an archive) or the content (folder, hub)."""
-    if expected is None:
-        return
-    kind = "archive_sha256" if "archive_sha256" in record else "content_sha256"
-    if record[kind] != expected:
-        raise SourceError(
-            f"data.source {record['source']!r}: {kind.replace('_', ' ')} is {record[kind]}, "
-            f"but data.sha256 expects {expected}. The copy is corrupt or a different dataset: "
-            "fetch a fresh copy, or set data.sha256 to null (or the new value) if it is the "
-            "copy you mean to use. Nothing was written.")
-
-
-def run(source: str, out_dir: Path, expected_sha256: str | None = None) -> dict:
-    t0 = time.perf_counter()
-    record: dict = {"source": source}
-    path = Path(source).expanduser()
-    if is_local(source) and path.is_dir() and not (path / "train").is_dir() \
-            and next(path.rglob("*.parquet"), None) is not None:
-        splits, classes = read_hub(str(path))        # a local copy of a hub dataset (parquet)
-        record["kind"] = "huggingface-local"
-    elif is_local(source):
-        splits, classes = read_local(path)
-        record["kind"] = "local"
-        if path.is_file():
-            record["archive_sha256"] = file_sha256(path)
-    else:
-        splits, classes = read_hub(source)
-        record["kind"] = "huggingface"
-    record.update(
-        classes=classes,
-        counts={s: len(splits[s].blobs) for s in SPLITS},
-        content_sha256=content_checksum(splits, classes),
-    )
-    check_sha256(record, expected_sha256)
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        for s in SPLITS:
-            save_arrays(tmp / f"{s}.npz", **pack(splits[s]))
-        save_json(tmp / "source.json", record)
-    print(f"download: {record['counts']} images, {len(classes)} classes from {source!r} "
-          f"in {time.perf_counter() - t0:.1f}s; content sha256 {record['content_sha256'][:16]}…")
-    return record
+from augvit.data.fetch import fetch
+from augvit.io import raise_on_sigterm, user_errors
+from augvit.params import load_params
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,8 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     raise_on_sigterm()
     with user_errors("download"):
-        params = load_params(args.params)
-        run(params.data.source, args.out, params.data.sha256)
+        data = load_params(args.params).data
+        fetch(data.source, args.out, data.sha256)
 
 
 if __name__ == "__main__":

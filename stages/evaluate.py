@@ -1,53 +1,17 @@
-"""Stage `evaluate@<version>-<seed>`: the official test set through the trained model.
+"""Stage `evaluate@<version>-<backbone>-<seed>`: one trained model on the official test set.
 
-Writes test accuracy, loss and per-class accuracy (a DVC metrics file), and the confusion
-matrix. The model and its preprocessing are rebuilt from the checkpoint alone.
+Writes the run's test metrics (a DVC metrics file) and its confusion matrix. The model and its
+preprocessing are rebuilt from the model file alone.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-import torchmetrics
-from tqdm import tqdm
-
-from stages.batches import ArrayBatches, load_split
-from stages.io import raise_on_sigterm, save_json, user_errors
-from stages.model import load_model, pick_device
-from stages.params import load_params
-
-
-@torch.inference_mode()
-def evaluate(model_path: Path, prepared: Path, batch_size: int,
-             device: torch.device) -> tuple[dict, dict]:
-    model = load_model(str(model_path), device)
-    classes = model.hparams.classes
-    images, labels = (t.to(device) for t in load_split(prepared, "test"))
-    n = len(classes)
-    acc = torchmetrics.classification.MulticlassAccuracy(n, average="micro").to(device)
-    per_class = torchmetrics.classification.MulticlassAccuracy(n, average="none").to(device)
-    confusion = torchmetrics.classification.MulticlassConfusionMatrix(n).to(device)
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    batches = ArrayBatches(images, labels, batch_size)     # no shuffle, keeps the last batch
-    for x, y in tqdm(batches, desc="evaluate", unit="batch", mininterval=2):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(model.inputs(x, train=False)).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        acc.update(logits, y)
-        per_class.update(logits, y)
-        confusion.update(logits, y)
-    # Flat keys that sort first, so `dvc metrics show` puts accuracy and loss up front.
-    metrics = {
-        "acc": round(acc.compute().item(), 6),
-        "loss": round(loss_sum.item() / len(labels), 6),
-        "n_test": len(labels),
-        "per_class_acc": {c: round(v, 6) for c, v in zip(classes, per_class.compute().tolist())},
-    }
-    conf = {"classes": classes, "matrix": confusion.compute().cpu().tolist(),
-            "version": model.hparams.version, "seed": model.hparams.seed}
-    return metrics, conf
+from augvit.evaluation import evaluate
+from augvit.io import raise_on_sigterm, save_json, user_errors
+from augvit.model import pick_device
+from augvit.params import load_params
 
 
 def main(argv: list[str] | None = None) -> None:

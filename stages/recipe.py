@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.io import raise_on_sigterm, save_json, user_errors
-from stages.params import ParamsError, load_params
+from augvit.io import raise_on_sigterm, save_json, user_errors
+from augvit.params import ParamsError, load_params
 
 
 def main(argv: list[str] | None = None) -> None:

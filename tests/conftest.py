@@ -1,6 +1,9 @@
-"""Shared fixtures: tiny generated image-folder datasets (tests never download)."""
+"""Shared fixtures: tiny generated image-folder datasets (tests never download), and params.yaml
+with tiny settings (every test's params start from the project's own file: there are no
+defaults in the code)."""
 from __future__ import annotations
 
+import copy
 import io
 import shutil
 import sys
@@ -10,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,6 +21,40 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 CLASSES = ["cat", "dog", "frog"]
+DEFAULT_PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+# A model and data small enough that a run takes a second or two.
+TINY = {
+    "data": {"image_size": 16, "val_fraction": 0.25, "train_size": None},
+    "study": {"seeds": [0]},
+    "model": {"image_size": 16, "patch_size": 8, "hidden_size": 16, "num_layers": 1,
+              "num_heads": 2, "mlp_ratio": 2},
+    "train": {"epochs": 2, "batch_size": 8, "warmup_epochs": 0.5, "accelerator": "cpu"},
+    "eval": {"batch_size": 7},
+    "plots": {"preview_images": 2, "preview_draws": 2},
+}
+
+
+def merged(base: dict, *updates: dict) -> dict:
+    """A deep copy of `base` with each update applied (mappings merge, other values replace)."""
+    out = copy.deepcopy(base)
+    for update in updates:
+        for key, value in update.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def tiny_params(*updates: dict) -> dict:
+    """The project's params.yaml with the tiny settings, then `updates`."""
+    return merged(DEFAULT_PARAMS, TINY, *updates)
+
+
+def data_params(**changes):
+    """DataParams of the project's params.yaml with `changes`."""
+    from augvit.params import DataParams
+    return DataParams(**{**DEFAULT_PARAMS["data"], **changes})
 
 
 def image_bytes(rng: np.random.Generator, label: int, mode: str = "RGB", size: int = 32,
@@ -75,16 +113,6 @@ def image_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_archive(tmp_path: Path, image_folder: Path) -> Path:
     return pack(image_folder, tmp_path / "tiny.tar.gz")
-
-
-@pytest.fixture
-def project_copy(tmp_path: Path) -> Path:
-    """The project's tracked files copied to a fresh folder (no data, no outputs)."""
-    dst = tmp_path / "project"
-    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "data", "models", "dvclive", "eval", "metrics", "plots", "reports",
-        "recipes", ".resume", "__pycache__", ".pytest_cache", "bench_results*", ".whl"))
-    return dst
 
 
 @pytest.fixture(scope="module")

@@ -11,30 +11,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, make_image_folder, pack
-from stages import download, prepare
-from stages.params import DataParams
-
-TINY = {
-    "data": {"source": "", "image_size": 16, "val_fraction": 0.25},
-    "versions": {"v": ["hflip", "crop", "color_jitter"]},
-    "model": {"image_size": 16, "patch_size": 8, "hidden_size": 16, "num_layers": 1,
-              "num_heads": 2, "mlp_ratio": 2},
-    "train": {"seeds": [0], "epochs": 6, "batch_size": 8, "warmup_epochs": 0.5,
-              "accelerator": "cpu"},
-    "eval": {"batch_size": 16},
-}
+from augvit.data.decode import prepare
+from augvit.data.fetch import fetch
+from conftest import ROOT, data_params, make_image_folder, pack, tiny_params
 
 
 def make_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with tiny params, the raw and prepared data and a recipe."""
     w = tmp_path_factory.mktemp("faults")
     archive = pack(make_image_folder(w / "imgs", n_train=40, n_test=6), w / "tiny.tar.gz")
-    params = json.loads(json.dumps(TINY))
-    params["data"]["source"] = str(archive)
+    params = tiny_params({"data": {"source": str(archive)}, "versions": {"v": ["hflip", "crop",
+                          "color_jitter"]}, "study": {"baseline": "v"},
+                          "train": {"epochs": 6}, "eval": {"batch_size": 16}})
+    params["versions"] = {"v": ["hflip", "crop", "color_jitter"]}
     (w / "params.yaml").write_text(yaml.safe_dump(params))
-    download.run(str(archive), w / "raw")
-    prepare.run(DataParams(image_size=16, val_fraction=0.25), w / "raw", w / "prepared")
+    fetch(str(archive), w / "raw")
+    prepare(data_params(image_size=16, val_fraction=0.25, train_size=None), w / "raw",
+            w / "prepared")
     (w / "recipe.json").write_text(json.dumps(
         {"version": "v", "ops": {"hflip": {"p": 0.5}, "crop": {"scale": [0.3, 1.0],
                                                               "ratio": [0.75, 1.333]},
@@ -50,7 +43,7 @@ def stage_cmd(w: Path, stage: str, out: Path, params: Path | None = None) -> lis
     if stage == "prepare":
         return ["-m", "stages.prepare", *p, "--raw", str(w / "raw"), "--out", str(out)]
     if stage == "train":
-        return ["-m", "stages.train", *p, "--version", "v", "--seed", "0", "--freeze", "false",
+        return ["-m", "stages.train", *p, "--version", "v", "--backbone", "finetuned", "--seed", "0",
                 "--recipe", str(w / "recipe.json"), "--prepared", str(w / "prepared"),
                 "--model-out", str(out / "model.ckpt"), "--live-out", str(out / "live"),
                 "--resume-dir", str(out / "resume")]
@@ -63,11 +56,19 @@ def stage_cmd(w: Path, stage: str, out: Path, params: Path | None = None) -> lis
     raise ValueError(stage)
 
 
-def start(w: Path, args: list[str], **env: str) -> subprocess.Popen:
+def start(w: Path, args: list[str], address_space: int | None = None,
+          **env: str) -> subprocess.Popen:
+    """A stage as a real process; `address_space` caps its memory (bytes, RLIMIT_AS)."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     e = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **env}
+
+    def cap() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
     return subprocess.Popen([sys.executable, *args], cwd=w, env=e, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=cap if address_space else None)
 
 
 def finish(p: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:

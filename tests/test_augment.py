@@ -9,7 +9,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from stages import augment as A
+from augvit.augment import build_inputs
+from augvit.augment import color as C
+from augvit.augment import geometry as G
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 V1 = {"hflip": {"p": 0.5}, "crop": {"scale": [0.08, 1.0], "ratio": [0.75, 4 / 3]},
@@ -25,49 +27,56 @@ def batch(n: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, size, size), generator=gen(seed), dtype=torch.uint8)
 
 
+# ------------------------------------------------------------------ references built from the ops
+
+def resample(x: torch.Tensor, boxes: torch.Tensor | None, size: int) -> torch.Tensor:
+    """Crop each image to its box (i, j, h, w) and resize it, in the one-pass resample."""
+    n, _, h, w = x.shape
+    return G.apply_linear(x, *G.resample_matrices(n, h, w, size, boxes))
+
+
+def blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Only the blur: each image with its own sigma, as two matmuls."""
+    n, _, h, w = x.shape
+    k = G.gaussian_kernels(sigma, kernel_size)
+    return G.apply_linear(x, G.blur_rows(torch.eye(h).expand(n, -1, -1), k),
+                          G.blur_rows(torch.eye(w).expand(n, -1, -1), k))
+
+
+def random_grayscale(x: torch.Tensor, g: torch.Generator, p: float) -> torch.Tensor:
+    return C.color_and_normalize(x, C.grayscale_draws(g, x.shape[0], p), (0.0,) * 3, (1.0,) * 3)
+
+
 # ------------------------------------------------------------------ the one input path
 
 def test_empty_recipe_is_exactly_the_eval_input():
     """The seed notebook normalized eval inputs but not train inputs: never again."""
     x = batch(4)
-    eval_in = A.build_inputs(x, {}, 64, MEAN, STD)
-    train_in = A.build_inputs(x, {}, 64, MEAN, STD, gen())
+    eval_in = build_inputs(x, {}, 64, MEAN, STD)
+    train_in = build_inputs(x, {}, 64, MEAN, STD, gen())
     assert torch.equal(train_in, eval_in)
     manual = TF.resize(x.float() / 255, [64, 64], InterpolationMode.BILINEAR, antialias=True)
     manual = TF.normalize(manual, list(MEAN), list(STD))
     torch.testing.assert_close(eval_in, manual, atol=1e-5, rtol=0)
 
 
-def test_train_step_and_eval_use_the_same_path():
-    from stages.model import AugViT
-    m = AugViT(vit_config={"image_size": 16, "patch_size": 8, "hidden_size": 8,
-                           "num_hidden_layers": 1, "num_attention_heads": 1,
-                           "intermediate_size": 8, "num_labels": 3},
-               classes=["a", "b", "c"], recipe={}, image_size=16, mean=[0.4] * 3,
-               std=[0.2] * 3, freeze_backbone=False, seed=0)
-    x = batch(3, 16)
-    assert torch.equal(m.inputs(x, train=True), m.inputs(x, train=False))
-    # and normalization is really applied in both
-    assert m.inputs(x, train=True).min() < -1.5
-
-
 def test_output_shape_dtype_range_and_normalization():
-    out = A.build_inputs(batch(5), V1, 224, MEAN, STD, gen())
+    out = build_inputs(batch(5), V1, 224, MEAN, STD, gen())
     assert out.shape == (5, 3, 224, 224) and out.dtype == torch.float32
     assert out.min() >= -1 - 1e-5 and out.max() <= 1 + 1e-5
 
 
 def test_same_seed_same_draws_other_seed_other_draws():
     x = batch(6)
-    a = A.build_inputs(x, V1, 32, MEAN, STD, gen(1))
-    b = A.build_inputs(x, V1, 32, MEAN, STD, gen(1))
-    c = A.build_inputs(x, V1, 32, MEAN, STD, gen(2))
+    a = build_inputs(x, V1, 32, MEAN, STD, gen(1))
+    b = build_inputs(x, V1, 32, MEAN, STD, gen(1))
+    c = build_inputs(x, V1, 32, MEAN, STD, gen(2))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_every_image_gets_its_own_draws():
     same = batch(1).expand(16, -1, -1, -1).contiguous()
-    out = A.build_inputs(same, V1, 32, MEAN, STD, gen())
+    out = build_inputs(same, V1, 32, MEAN, STD, gen())
     flat = out.flatten(1)
     dist = torch.cdist(flat, flat)
     assert (dist + torch.eye(16) * 1e9).min() > 1e-3
@@ -75,26 +84,26 @@ def test_every_image_gets_its_own_draws():
 
 def test_recipe_without_generator_is_refused():
     with pytest.raises(ValueError, match="Generator"):
-        A.build_inputs(batch(2), V1, 32, MEAN, STD)
+        build_inputs(batch(2), V1, 32, MEAN, STD)
 
 
 # ------------------------------------------------------------------ statistics of the draws
 
 def test_flip_rate_is_p():
     ramp = torch.arange(32, dtype=torch.uint8).mul(8).view(1, 1, 1, 32).expand(4000, 3, 32, 32)
-    out = A.build_inputs(ramp, {"hflip": {"p": 0.5}}, 32, (0.0,) * 3, (1.0,) * 3, gen())
+    out = build_inputs(ramp, {"hflip": {"p": 0.5}}, 32, (0.0,) * 3, (1.0,) * 3, gen())
     plain = ramp.float() / 255
     flipped = torch.isclose(out, plain.flip(-1), atol=1e-6).flatten(1).all(1)
     kept = torch.isclose(out, plain, atol=1e-6).flatten(1).all(1)
     assert (flipped ^ kept).all()                     # each image exactly one or the other
     assert abs(flipped.float().mean().item() - 0.5) < 0.03
-    none = A.build_inputs(ramp[:8], {"hflip": {"p": 0.0}}, 32, (0.0,) * 3, (1.0,) * 3, gen())
+    none = build_inputs(ramp[:8], {"hflip": {"p": 0.0}}, 32, (0.0,) * 3, (1.0,) * 3, gen())
     assert torch.allclose(none, plain[:8], atol=1e-6)
 
 
 def test_grayscale_rate_is_p_and_gray_is_gray():
     x = torch.rand(4000, 3, 2, 2, generator=gen())
-    out = A.random_grayscale(x, gen(), p=0.2)
+    out = random_grayscale(x, gen(), p=0.2)
     gray = (out[:, 0] == out[:, 1]).all(-1).all(-1) & (out[:, 1] == out[:, 2]).all(-1).all(-1)
     assert abs(gray.float().mean().item() - 0.2) < 0.03
     torch.testing.assert_close(out[gray], TF.rgb_to_grayscale(x[gray], 3))
@@ -102,7 +111,7 @@ def test_grayscale_rate_is_p_and_gray_is_gray():
 
 def test_crop_boxes_respect_scale_and_ratio():
     scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
-    boxes = A.crop_params(gen(), 5000, 32, 32, scale, ratio)
+    boxes = G.crop_params(gen(), 5000, 32, 32, scale, ratio)
     i, j, h, w = boxes.unbind(1)
     assert (i >= 0).all() and (j >= 0).all() and (i + h <= 32).all() and (j + w <= 32).all()
     area = h * w / 1024
@@ -115,12 +124,12 @@ def test_crop_boxes_respect_scale_and_ratio():
 
 def test_crop_fallback_is_the_central_crop():
     # no try can succeed with an impossible scale: torchvision falls back to the centre crop
-    boxes = A.crop_params(gen(), 3, 32, 32, (1.5, 2.0), (3 / 4, 4 / 3))
+    boxes = G.crop_params(gen(), 3, 32, 32, (1.5, 2.0), (3 / 4, 4 / 3))
     assert boxes.tolist() == [[0, 0, 32, 32]] * 3
 
 
 def test_jitter_factors_within_their_ranges_and_orders_are_permutations():
-    order, f = A.jitter_params(gen(), 5000, brightness=0.2, contrast=0.3, saturation=0.4, hue=0.1)
+    order, f = C.jitter_params(gen(), 5000, brightness=0.2, contrast=0.3, saturation=0.4, hue=0.1)
     assert (order.sort(1).values == torch.arange(4)).all()
     assert len({tuple(o) for o in order.tolist()}) == 24       # all 24 orders occur
     for k, (lo, hi) in enumerate([(0.8, 1.2), (0.7, 1.3), (0.6, 1.4), (-0.1, 0.1)]):
@@ -129,26 +138,11 @@ def test_jitter_factors_within_their_ranges_and_orders_are_permutations():
 
 
 def test_blur_sigma_within_range():
-    k = A.gaussian_kernels(A._uniform(gen(), 1000, 0.1, 2.0), 3)
+    k = G.gaussian_kernels(C.uniform(gen(), 1000, 0.1, 2.0), 3)
     assert torch.allclose(k.sum(1), torch.ones(1000, dtype=k.dtype))
     centre = k[:, 1]
     # sigma 0.1 -> almost a delta; sigma 2.0 -> centre weight 1/(1+2*exp(-1/8))
     assert centre.max() <= 1.0 and centre.min() >= 1 / (1 + 2 * math.exp(-1 / 8)) - 1e-4
-
-
-# ------------------------------------------------------------------ agreement with torchvision
-
-@pytest.mark.parametrize("op,tv,factors", [
-    (A.adjust_brightness, TF.adjust_brightness, [0.8, 1.0, 1.2]),
-    (A.adjust_contrast, TF.adjust_contrast, [0.8, 1.0, 1.2]),
-    (A.adjust_saturation, TF.adjust_saturation, [0.8, 0.0, 1.2]),
-    (A.adjust_hue, TF.adjust_hue, [-0.2, 0.0, 0.13]),
-])
-def test_photometric_ops_match_torchvision_per_image(op, tv, factors):
-    x = torch.rand(3, 3, 16, 16, generator=gen())
-    ours = op(x, torch.tensor(factors))
-    for k, f in enumerate(factors):
-        torch.testing.assert_close(ours[k], tv(x[k], f), atol=2e-5, rtol=0)
 
 
 def natural(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -169,7 +163,7 @@ TV_JITTER = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.
 def test_hue_matches_torchvision_on_ties_gray_and_saturated_pixels():
     x = natural(16)
     f = torch.linspace(-0.5, 0.5, 16)
-    ours = A.adjust_hue(x, f)
+    ours = C.adjust_hue(x, f)
     for b in range(16):
         torch.testing.assert_close(ours[b], TF.adjust_hue(x[b], f[b].item()), atol=2e-5, rtol=0)
 
@@ -185,7 +179,7 @@ def test_jitter_applies_each_images_own_order():
         f[:, j] = torch.rand(n, generator=gen(3 + j)) * (hi - lo) + lo
     f[:4] = torch.tensor([1.0, 1.0, 1.0, 0.0])          # all-identity images stay unchanged
     before = x.clone()
-    out = A.apply_jitter(x, order, f)
+    out = C.apply_jitter(x, order, f)
     assert torch.equal(x, before)                       # the caller's tensor is not written
     for b in range(n):
         ref = x[b]
@@ -199,7 +193,7 @@ def test_grayscale_and_normalize_in_one_matrix_match_torchvision():
     x = natural(6)
     gray = torch.tensor([True, False, True, False, False, True])
     mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
-    out = A.color_and_normalize(x, gray, mean, std)
+    out = C.color_and_normalize(x, gray, mean, std)
     for b in range(6):
         ref = TF.rgb_to_grayscale(x[b], 3) if gray[b] else x[b]
         torch.testing.assert_close(out[b], TF.normalize(ref, list(mean), list(std)),
@@ -211,8 +205,8 @@ def test_flip_then_crop_in_one_resample_matches_torchvision():
     x = torch.rand(4, 3, 32, 32, generator=gen())
     boxes = torch.tensor([[0, 0, 32, 32], [3, 5, 20, 16], [10, 0, 22, 30], [1, 2, 8, 8]]).float()
     flips = torch.tensor([True, True, False, True])
-    my, mx = A.resample_matrices(4, 32, 32, 48, boxes, flips=flips)
-    ours = A.apply_linear(x, my, mx)
+    my, mx = G.resample_matrices(4, 32, 32, 48, boxes, flips=flips)
+    ours = G.apply_linear(x, my, mx)
     for b, (i, j, h, w) in enumerate(boxes.int().tolist()):
         img = TF.horizontal_flip(x[b]) if flips[b] else x[b]
         ref = TF.resized_crop(img, i, j, h, w, [48, 48], InterpolationMode.BILINEAR,
@@ -220,27 +214,10 @@ def test_flip_then_crop_in_one_resample_matches_torchvision():
         torch.testing.assert_close(ours[b], ref, atol=1e-5, rtol=0)
 
 
-def test_crop_and_resize_in_one_resample_matches_resized_crop():
-    x = torch.rand(4, 3, 32, 32, generator=gen())
-    boxes = torch.tensor([[0, 0, 32, 32], [3, 5, 20, 16], [10, 0, 22, 30], [1, 2, 8, 8]]).float()
-    size = 56
-    ours = A.resample(x, boxes, size)
-    for b, (i, j, h, w) in enumerate(boxes.int().tolist()):
-        ref = TF.resized_crop(x[b], i, j, h, w, [size, size], InterpolationMode.BILINEAR,
-                              antialias=True)
-        # inside the box's outer half pixel both read the same pixels; at the very edge
-        # torchvision clamps to the box while the one-pass resample reads the neighbour
-        ys = (torch.arange(size) + 0.5) * h / size - 0.5
-        xs = (torch.arange(size) + 0.5) * w / size - 0.5
-        inner = ((ys >= 0) & (ys <= h - 1))[:, None] & ((xs >= 0) & (xs <= w - 1))[None, :]
-        torch.testing.assert_close(ours[b][:, inner], ref[:, inner], atol=1e-5, rtol=0)
-        assert (ours[b] - ref).abs().mean() < 0.02
-
-
 def test_blur_matches_torchvision_gaussian_blur():
     x = torch.rand(3, 3, 24, 24, generator=gen())
     sigmas = torch.tensor([0.1, 0.7, 2.0])
-    ours = A.blur(x, sigmas, 3)
+    ours = blur(x, sigmas, 3)
     for b, s in enumerate(sigmas.tolist()):
         ref = TF.gaussian_blur(x[b], [3, 3], [s, s])
         torch.testing.assert_close(ours[b], ref, atol=1e-5, rtol=0)
@@ -256,13 +233,13 @@ def test_pixel_ops_before_upscale_close_to_torchvision_order():
     """
     x = torch.rand(16, 3, 32, 32, generator=gen())
     x = torch.nn.functional.avg_pool2d(x, 3, 1, 1)        # natural-ish images, not pure noise
-    boxes = A.crop_params(gen(1), 16, 32, 32, (0.08, 1.0), (3 / 4, 4 / 3))
-    order, f = A.jitter_params(gen(2), 16, 0.2, 0.2, 0.2, 0.2)
-    fast = A.resample(A.apply_jitter(x, order, f), boxes, 224)
-    ref = A.apply_jitter(A.resample(x, boxes, 224), order, f)
+    boxes = G.crop_params(gen(1), 16, 32, 32, (0.08, 1.0), (3 / 4, 4 / 3))
+    order, f = C.jitter_params(gen(2), 16, 0.2, 0.2, 0.2, 0.2)
+    fast = resample(C.apply_jitter(x, order, f), boxes, 224)
+    ref = C.apply_jitter(resample(x, boxes, 224), order, f)
     diff = (fast - ref).abs()
     assert diff.mean() < 0.01, diff.mean()
     # grayscale and brightness-only commute exactly (up to float rounding)
-    gray_fast = A.resample(A.grayscale(x).expand_as(x), boxes, 224)
-    gray_ref = A.grayscale(A.resample(x, boxes, 224)).expand_as(gray_fast)
+    gray_fast = resample(C.grayscale(x).expand_as(x), boxes, 224)
+    gray_ref = C.grayscale(resample(x, boxes, 224)).expand_as(gray_fast)
     torch.testing.assert_close(gray_fast, gray_ref, atol=1e-5, rtol=0)

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.e2e      # subprocesses
+
 
 def test_benchmark_runs_on_tiny_sizes(tmp_path):
     out = tmp_path / "bench.json"

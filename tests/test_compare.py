@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from stages.compare import mean_ci, paired_difference, render_markdown, summarize
+from augvit.report import render_markdown, summarize
+from augvit.stats import mean_ci, paired_difference
 
 
 def test_mean_ci_hand_checked():
@@ -44,16 +45,16 @@ def test_summary_and_report_name_the_baseline_and_the_frozen_effect():
     def run(acc):
         return {"acc": acc, "loss": 1 - acc}
     table = {
-        ("version_0", False): {0: run(0.60), 1: run(0.50), 2: run(0.70)},
-        ("version_1", False): {0: run(0.62), 1: run(0.53), 2: run(0.74)},
-        ("version_0", True): {0: run(0.40), 1: run(0.41), 2: run(0.42)},
-        ("version_1", True): {0: run(0.40), 1: run(0.40), 2: run(0.40)},
+        ("version_0", "finetuned"): {0: run(0.60), 1: run(0.50), 2: run(0.70)},
+        ("version_1", "finetuned"): {0: run(0.62), 1: run(0.53), 2: run(0.74)},
+        ("version_0", "frozen"): {0: run(0.40), 1: run(0.41), 2: run(0.42)},
+        ("version_1", "frozen"): {0: run(0.40), 1: run(0.40), 2: run(0.40)},
     }
-    s = summarize(table)
-    assert s["version_1/freeze-false"]["acc_diff_vs_version_0"]["significant"] is True
-    assert "acc_diff_vs_version_0" not in s["version_0/freeze-false"]
-    assert s["version_0/freeze-true"]["acc_diff_frozen_vs_finetuned"]["mean"] == pytest.approx(-0.19)
-    md = render_markdown(s)
+    s = summarize(table, "version_0")
+    assert s["version_1/finetuned"]["acc_diff_vs_baseline"]["significant"] is True
+    assert "acc_diff_vs_baseline" not in s["version_0/finetuned"]
+    assert s["version_0/frozen"]["acc_diff_frozen_vs_finetuned"]["mean"] == pytest.approx(-0.19)
+    md = render_markdown(s, "version_0")
     assert "| version_1 | fine-tuned | 3 | 63.00 |" in md
     assert "+3.00 | [0.52, 5.48] | 0.035 | yes |" in md
     assert "Frozen backbone minus fine-tuned" in md

@@ -7,21 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CLASSES, make_image_folder, pack
-from stages import download, prepare
-from stages.batches import ArrayBatches
-from stages.io import load_arrays, load_json
-from stages.params import DataParams
-from stages.sources import SourceError, read_hub, read_local
+from augvit.data import decode
+from augvit.data.batches import ArrayBatches
+from augvit.data.fetch import fetch
+from augvit.data.sources import SourceError, read_hub, read_local
+from augvit.io import load_arrays, load_json
+from conftest import CLASSES, data_params, make_image_folder, pack
 
 
 @pytest.mark.parametrize("suffix", ["dir", ".tar.gz", ".tar", ".zip"])
 def test_every_local_source_kind_reads_the_same(tmp_path, image_folder, suffix):
     src = image_folder if suffix == "dir" else pack(image_folder, tmp_path / f"d{suffix}")
-    record = download.run(str(src), tmp_path / "raw")
+    record = fetch(str(src), tmp_path / "raw")
     assert record["classes"] == sorted(CLASSES)
     assert record["counts"] == {"train": 36, "test": 12}
-    ref = download.run(str(image_folder), tmp_path / "raw_ref")
+    ref = fetch(str(image_folder), tmp_path / "raw_ref")
     assert record["content_sha256"] == ref["content_sha256"]   # independent of the container
     if suffix != "dir":
         assert len(record["archive_sha256"]) == 64
@@ -35,8 +35,8 @@ def test_archive_with_one_top_level_folder(tmp_path, image_folder):
 
 
 def test_prepare_converts_odd_images_and_splits_stratified(tmp_path, tiny_archive):
-    download.run(str(tiny_archive), tmp_path / "raw")
-    meta = prepare.run(DataParams(val_fraction=0.25, seed=3), tmp_path / "raw", tmp_path / "prep")
+    fetch(str(tiny_archive), tmp_path / "raw")
+    meta = decode.prepare(data_params(val_fraction=0.25, seed=3, train_size=None), tmp_path / "raw", tmp_path / "prep")
     tr = load_arrays(tmp_path / "prep" / "train.npz")
     va = load_arrays(tmp_path / "prep" / "val.npz")
     te = load_arrays(tmp_path / "prep" / "test.npz")
@@ -51,13 +51,13 @@ def test_prepare_converts_odd_images_and_splits_stratified(tmp_path, tiny_archiv
 
 def test_split_is_deterministic_and_disjoint():
     labels = np.repeat(np.arange(10), 50)
-    a = prepare.stratified_split(labels, 0.1, seed=0)
-    b = prepare.stratified_split(labels, 0.1, seed=0)
-    c = prepare.stratified_split(labels, 0.1, seed=1)
+    a = decode.stratified_split(labels, 0.1, seed=0)
+    b = decode.stratified_split(labels, 0.1, seed=0)
+    c = decode.stratified_split(labels, 0.1, seed=1)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a[1], c[1])
     assert not set(a[0]) & set(a[1]) and len(a[0]) + len(a[1]) == 500
-    sub, _ = prepare.stratified_split(labels, 0.1, seed=0, train_size=90)
+    sub, _ = decode.stratified_split(labels, 0.1, seed=0, train_size=90)
     assert len(sub) == 90 and np.bincount(labels[sub]).tolist() == [9] * 10
 
 
@@ -65,8 +65,8 @@ def test_undecodable_image_is_skipped_named_and_counted(tmp_path, capsys):
     folder = make_image_folder(tmp_path / "imgs", n_train=40)
     bad = folder / "train" / "dog" / "0005.png"
     bad.write_bytes(b"not an image at all")
-    download.run(str(folder), tmp_path / "raw")
-    meta = prepare.run(DataParams(), tmp_path / "raw", tmp_path / "prep")
+    fetch(str(folder), tmp_path / "raw")
+    meta = decode.prepare(data_params(train_size=None), tmp_path / "raw", tmp_path / "prep")
     assert meta["skipped"]["train"] == ["train/dog/0005.png"]
     assert meta["counts"]["train"] + meta["counts"]["val"] == 119
     assert "train/dog/0005.png" in capsys.readouterr().out
@@ -76,9 +76,9 @@ def test_too_many_undecodable_images_fail_without_output(tmp_path):
     folder = make_image_folder(tmp_path / "imgs")
     for p in list((folder / "train" / "cat").iterdir())[:4]:
         p.write_bytes(b"garbage")
-    download.run(str(folder), tmp_path / "raw")
-    with pytest.raises(prepare.PrepareError, match="cannot be decoded.*train/cat/"):
-        prepare.run(DataParams(), tmp_path / "raw", tmp_path / "prep")
+    fetch(str(folder), tmp_path / "raw")
+    with pytest.raises(decode.PrepareError, match="cannot be decoded.*train/cat/"):
+        decode.prepare(data_params(train_size=None), tmp_path / "raw", tmp_path / "prep")
     assert not (tmp_path / "prep").exists()
 
 
@@ -117,7 +117,7 @@ def test_bad_sources_get_a_clear_error_and_leave_no_output(tmp_path, image_folde
             p.unlink()
         src = image_folder
     with pytest.raises(SourceError, match=message) as e:
-        download.run(str(src), tmp_path / "raw")
+        fetch(str(src), tmp_path / "raw")
     assert "data.source" in str(e.value)
     assert not (tmp_path / "raw").exists()
 
@@ -131,7 +131,7 @@ def test_unreachable_hub_says_so_and_how_to_use_a_local_copy(monkeypatch):
 
 
 def test_source_record_and_class_order(tmp_path, tiny_archive):
-    download.run(str(tiny_archive), tmp_path / "raw")
+    fetch(str(tiny_archive), tmp_path / "raw")
     rec = load_json(tmp_path / "raw" / "source.json")
     assert rec["source"] == str(tiny_archive) and rec["kind"] == "local"
     assert rec["classes"] == ["cat", "dog", "frog"]
@@ -178,5 +178,5 @@ def test_hub_reader_on_a_local_hf_dataset(tmp_path, monkeypatch):
     assert len(splits["train"].blobs) == 6 and splits["test"].labels.tolist() == [0, 1, 2]
     assert splits["train"].blobs[0][:8] == b"\x89PNG\r\n\x1a\n"      # still encoded
     # a local folder of such parquet files is a valid data.source too
-    record = download.run(str(tmp_path / "hub"), tmp_path / "raw")
+    record = fetch(str(tmp_path / "hub"), tmp_path / "raw")
     assert record["kind"] == "huggingface-local" and record["counts"] == {"train": 6, "test": 3}

@@ -9,9 +9,8 @@ import lightning as L
 import pytest
 import torch
 
-from stages import augment as A
-from stages.batches import ArrayDataModule
-from stages.model import AugViT
+from augvit.augment import build_inputs
+from augvit.training import ArrayDataModule, TrainModule
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -22,21 +21,23 @@ V1 = {"hflip": {"p": 0.5}, "crop": {"scale": [0.08, 1.0], "ratio": [0.75, 4 / 3]
 
 def test_augmentation_runs_on_the_gpu_with_the_cpus_draws():
     x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
-    cpu = A.build_inputs(x, V1, 224, (0.5,) * 3, (0.5,) * 3, torch.Generator().manual_seed(0))
-    gpu = A.build_inputs(x.cuda(), V1, 224, (0.5,) * 3, (0.5,) * 3,
+    cpu = build_inputs(x, V1, 224, (0.5,) * 3, (0.5,) * 3, torch.Generator().manual_seed(0))
+    gpu = build_inputs(x.cuda(), V1, 224, (0.5,) * 3, (0.5,) * 3,
                          torch.Generator().manual_seed(0))
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
 
 
 def test_data_lives_on_the_gpu_and_a_bf16_epoch_trains(work):
-    from stages.batches import load_classes
+    from augvit.data.batches import load_classes
     classes = load_classes(work / "prepared")
-    model = AugViT(vit_config={"image_size": 16, "patch_size": 8, "hidden_size": 32,
-                               "num_hidden_layers": 1, "num_attention_heads": 2,
-                               "intermediate_size": 64, "num_labels": len(classes)},
-                   classes=classes, recipe=V1, image_size=16, mean=[0.5] * 3, std=[0.5] * 3,
-                   freeze_backbone=True, seed=0, total_steps=11)
+    net = {"vit_config": {"image_size": 16, "patch_size": 8, "hidden_size": 32,
+                          "num_hidden_layers": 1, "num_attention_heads": 2,
+                          "intermediate_size": 64, "num_labels": len(classes)},
+           "classes": classes, "recipe": V1, "image_size": 16, "mean": [0.5] * 3,
+           "std": [0.5] * 3, "freeze_backbone": True, "seed": 0}
+    model = TrainModule(net=net, lr=1e-3, weight_decay=0.05, warmup_steps=0, total_steps=11,
+                        label_smoothing=0.0)
     data = ArrayDataModule(work / "prepared", 8, 16, seed=0)
     trainer = L.Trainer(max_epochs=1, accelerator="gpu", devices=1, precision="bf16-mixed",
                         logger=False, enable_checkpointing=False, enable_progress_bar=False)

@@ -1,27 +1,31 @@
+"""params.yaml validation: every problem at once, each naming key, bad value and what is allowed."""
 from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 
 import pytest
-import yaml
 
-from stages.params import AUG_OPS, ParamsError, load_params, parse_params
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())
+from augvit.params import AUG_OPS, ParamsError, load_params, parse_params
+from conftest import DEFAULT_PARAMS, ROOT
 
 
 def with_changes(**dotted) -> dict:
-    raw = copy.deepcopy(DEFAULT)
+    """DEFAULT_PARAMS with keys set (a__b__c=value); value DELETE removes the key."""
+    raw = copy.deepcopy(DEFAULT_PARAMS)
     for key, value in dotted.items():
         node = raw
         *parents, last = key.split("__")
         for p in parents:
             node = node[p]
-        node[last] = value
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
     return raw
+
+
+DELETE = object()
 
 
 def problems_of(raw: dict) -> list[str]:
@@ -39,12 +43,13 @@ def test_default_params_are_valid_and_hold_the_seed_versions():
     assert cj == {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.2}
     assert p.recipe("version_1")["blur"]["kernel_size"] == 3
     assert p.recipe("version_1")["grayscale"]["p"] == 0.2
+    assert p.study.baseline in p.versions and set(AUG_OPS) == set(DEFAULT_PARAMS["aug"])
 
 
 def test_op_set_false_is_off_for_every_version():
     p = parse_params(with_changes(aug__grayscale=False))
     assert "grayscale" not in p.recipe("version_1")
-    assert p.recipe("version_2") == parse_params(DEFAULT).recipe("version_2")
+    assert p.recipe("version_2") == parse_params(DEFAULT_PARAMS).recipe("version_2")
     # version_1 minus grayscale is exactly version_2's recipe
     assert p.recipe("version_1") == p.recipe("version_2")
 
@@ -52,21 +57,39 @@ def test_op_set_false_is_off_for_every_version():
 @pytest.mark.parametrize("key,value,expect", [
     ("aug__greyscale", {"p": 0.2}, r"aug\.greyscale: unknown augmentation op"),
     ("aug__grayscale", 0.3, r"aug\.grayscale: got 0\.3; expected false"),
-    ("aug__hflip", {"p": 1.5}, r"aug\.hflip\.p: got 1\.5; allowed: a probability"),
-    ("aug__color_jitter", {"hue": 0.7}, r"aug\.color_jitter\.hue: got 0\.7"),
-    ("aug__blur", {"kernel_size": 4}, r"aug\.blur\.kernel_size: got 4; allowed: an odd"),
-    ("aug__blur", {"kernel_size": -3}, r"aug\.blur\.kernel_size: got -3"),
-    ("aug__crop", {"scale": [0.9, 0.1]}, r"aug\.crop\.scale: got \[0\.9, 0\.1\]"),
-    ("aug__crop", {"scale": "big"}, r"aug\.crop\.scale: got 'big'; expected a list"),
+    ("aug__hflip", {"p": 1.5}, r"aug\.hflip\.p: got 1\.5; allowed: a probability in \[0, 1\]"),
+    ("aug__hflip", {"p": 0.5, "q": 1}, r"aug\.hflip\.q: unknown key; allowed keys: p"),
+    ("aug__color_jitter", {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.7},
+     r"aug\.color_jitter\.hue: got 0\.7; allowed: a number in \[0, 0\.5\]"),
+    ("aug__blur", {"kernel_size": 4, "sigma": [0.1, 2.0]},
+     r"aug\.blur\.kernel_size: got 4; allowed: an odd"),
+    ("aug__blur", {"kernel_size": -3, "sigma": [0.1, 2.0]}, r"aug\.blur\.kernel_size: got -3"),
+    ("aug__crop", {"scale": [0.9, 0.1], "ratio": [0.75, 1.33]},
+     r"aug\.crop\.scale: got \[0\.9, 0\.1\]; allowed: \[min, max\] with 0 < min <= max <= 1"),
+    ("aug__crop", {"scale": "big", "ratio": [0.75, 1.33]}, r"aug\.crop\.scale: got 'big'"),
+    ("aug__crop", {"scale": [0.5], "ratio": [0.75, 1.33]}, r"aug\.crop\.scale: got \[0\.5\]"),
+    ("aug__crop", {"ratio": [0.75, 1.33]}, r"aug\.crop\.scale: missing; allowed: \[min, max\]"),
+    ("aug__blur", DELETE, r"aug\.blur: missing; allowed: false or a mapping"),
     ("train__epochs", 0, r"train\.epochs: got 0; allowed: a whole number >= 1"),
-    ("train__epochs", "3", r"train\.epochs: got '3'; expected a whole number"),
-    ("train__lr", -1, r"train\.lr: got -1\.0"),
-    ("train__seeds", [], r"train\.seeds: got \[\]"),
-    ("train__batchsize", 3, r"train\.batchsize: unknown key; allowed keys: seeds"),
+    ("train__epochs", "3", r"train\.epochs: got '3'; allowed: a whole number"),
+    ("train__epochs", True, r"train\.epochs: got True; allowed: a whole number"),
+    ("train__epochs", DELETE, r"train\.epochs: missing; allowed: a whole number >= 1"),
+    ("train__lr", -1, r"train\.lr: got -1; allowed: a number > 0"),
+    ("train__batchsize", 3, r"train\.batchsize: unknown key; allowed keys: epochs, batch_size"),
+    ("train__warmup_epochs", 9.0, r"train\.warmup_epochs: got 9\.0; allowed: a number in "
+                                  r"\[0, train\.epochs=3\]"),
+    ("train__precision", "fp8", r"train\.precision: got 'fp8'; allowed: auto, 32-true"),
     ("data__image_size", 0, r"data\.image_size: got 0"),
     ("data__val_fraction", 1.5, r"data\.val_fraction: got 1\.5"),
-    ("model__patch_size", 5, r"model\.patch_size: got 5; allowed: a whole number >= 1 dividing"),
-    ("model__freeze_backbone", ["yes"], r"model\.freeze_backbone\[0\]: got 'yes'"),
+    ("data__sha256", "abc", r"data\.sha256: got 'abc'; allowed: null or 64 lowercase hex"),
+    ("model__patch_size", 5, r"model\.patch_size: got 5; allowed: a whole number >= 1 dividing"
+                             r" model\.image_size \(32\)"),
+    ("model__std", [0.5, 0.0, 0.5], r"model\.std: got \[0\.5, 0\.0, 0\.5\]; allowed: 3 numbers"),
+    ("study__seeds", [], r"study\.seeds: got \[\]; allowed: a non-empty list"),
+    ("study__seeds", [0, 0], r"study\.seeds: got \[0, 0\]; allowed: a non-empty list of distinct"),
+    ("study__backbones", ["yes"], r"study\.backbones: got \['yes'\]; allowed: .*\[finetuned\]"),
+    ("study__baseline", "version_9", r"study\.baseline: got 'version_9'; allowed: one of the "
+                                     r"versions \(version_0, version_1, version_2\)"),
     ("versions", {}, r"versions: got \{\}; expected a non-empty mapping"),
     ("versions", {"version_0": ["hflip", "mixup"]}, r"versions\.version_0: unknown op 'mixup'"),
     ("versions", {"v 1": ["hflip"]}, r"versions\.v 1: invalid version name"),
@@ -78,16 +101,18 @@ def test_each_bad_value_is_named_with_what_is_allowed(key, value, expect):
 
 
 def test_every_problem_is_reported_at_once():
-    raw = with_changes(aug__greyscale={"p": 0.1}, train__lr=0, data__val_fraction=2.0)
-    raw["model"]["num_heads"] = 5
+    raw = with_changes(aug__greyscale={"p": 0.1}, train__lr=0, data__val_fraction=2.0,
+                       model__num_heads=5, eval=DELETE)
     problems = problems_of(raw)
-    assert len(problems) == 4, problems
+    assert len(problems) == 5, problems
     msg = str(ParamsError(problems))
-    assert "4 problem(s)" in msg and "aug.greyscale" in msg and "train.lr" in msg
+    assert "5 problem(s)" in msg and "aug.greyscale" in msg and "train.lr" in msg
+    assert "model.num_heads: got 5; allowed: a whole number >= 1 dividing model.hidden_size" \
+        in msg and "eval: missing section" in msg
 
 
 def test_unknown_section_and_missing_file(tmp_path):
-    assert any("augs: unknown section" in p for p in problems_of({**DEFAULT, "augs": {}}))
+    assert any("augs: unknown section" in p for p in problems_of({**DEFAULT_PARAMS, "augs": {}}))
     with pytest.raises(ParamsError, match="file not found"):
         load_params(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
@@ -96,20 +121,7 @@ def test_unknown_section_and_missing_file(tmp_path):
         load_params(bad)
 
 
-def test_dvc_yaml_tracks_every_param_that_changes_a_run():
-    """train@ stages list model/train keys one by one: none may be forgotten.
-
-    The axes (model.freeze_backbone, train.seeds) are excluded on purpose: they enter through
-    the stage's matrix item, so adding a seed trains only that seed.
-    """
-    from dataclasses import fields
-
-    from stages.params import ModelParams, TrainParams
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    tracked = set(dvc["stages"]["train"]["params"])
-    axes = {"model.freeze_backbone", "train.seeds"}
-    for section, cls in (("model", ModelParams), ("train", TrainParams)):
-        for f in fields(cls):
-            key = f"{section}.{f.name}"
-            assert (key in tracked) != (key in axes), key
-    assert set(AUG_OPS) == set(DEFAULT["aug"])
+def test_params_are_immutable_once_loaded():
+    p = load_params(ROOT / "params.yaml")
+    with pytest.raises(Exception):
+        p.train.epochs = 99

@@ -16,19 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, make_image_folder, pack
+from conftest import ROOT, make_image_folder, merged, pack, tiny_params
 
 pytestmark = pytest.mark.e2e
-
-TINY_PARAMS = {
-    "data": {"image_size": 16, "val_fraction": 0.25, "train_size": None},
-    "model": {"image_size": 16, "patch_size": 8, "hidden_size": 16, "num_layers": 1,
-              "num_heads": 2, "mlp_ratio": 2},
-    "train": {"seeds": [0], "epochs": 2, "batch_size": 8, "warmup_epochs": 0.5,
-              "accelerator": "cpu"},
-    "eval": {"batch_size": 7},
-    "plots": {"preview_images": 2, "preview_draws": 2},
-}
 
 
 def env() -> dict[str, str]:
@@ -52,13 +42,8 @@ def ran(out: str) -> set[str]:
 
 def set_params(project: Path, updates: dict) -> None:
     path = project / "params.yaml"
-    raw = yaml.safe_load(path.read_text())
-    for section, values in updates.items():
-        if isinstance(values, dict) and isinstance(raw.get(section), dict):
-            raw[section].update(values)
-        else:
-            raw[section] = values
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    path.write_text(yaml.safe_dump(merged(yaml.safe_load(path.read_text()), updates),
+                                   sort_keys=False))
 
 
 def copy_tracked(dst: Path) -> Path:
@@ -85,7 +70,8 @@ def project(tmp_path_factory) -> Path:
         elif target.is_dir():
             import shutil
             shutil.rmtree(target)
-    set_params(proj, {**TINY_PARAMS, "data": {**TINY_PARAMS["data"], "source": str(archive)}})
+    (proj / "params.yaml").write_text(yaml.safe_dump(
+        tiny_params({"data": {"source": str(archive)}}), sort_keys=False))
     sh(proj, "git", "init", "-q")
     sh(proj, "git", "add", "-A")
     sh(proj, "git", "commit", "-qm", "tiny project")
@@ -97,24 +83,24 @@ def test_repro_produces_every_output(project):
     versions = ["version_0", "version_1", "version_2"]
     expected = {"download", "prepare", "compare", "plots"}
     expected |= {f"recipe@{v}" for v in versions}
-    expected |= {f"{s}@{v}-False-0" for v in versions for s in ("train", "evaluate")}
+    expected |= {f"{s}@{v}-finetuned-0" for v in versions for s in ("train", "evaluate")}
     assert ran(out) == expected
     for v in versions:
-        m = json.loads((project / f"metrics/runs/{v}/freeze-false/seed0.json").read_text())
+        m = json.loads((project / f"metrics/runs/{v}/finetuned/seed0.json").read_text())
         assert 0.0 <= m["acc"] <= 1.0 and m["loss"] > 0
         assert set(m["per_class_acc"]) == {"cat", "dog", "frog"} and m["n_test"] == 15
-        assert (project / f"models/{v}/freeze-false/seed0.ckpt").stat().st_size > 1000
-        curves = project / f"dvclive/{v}/freeze-false/seed0/plots/metrics/val/acc.tsv"
+        assert (project / f"models/{v}/finetuned/seed0.ckpt").stat().st_size > 1000
+        curves = project / f"dvclive/{v}/finetuned/seed0/plots/metrics/val/acc.tsv"
         assert len(curves.read_text().splitlines()) == 3            # header + 2 epochs
         assert (project / f"plots/previews/{v}.png").stat().st_size > 1000
-        assert (project / f"plots/confusion/{v}-freeze-false.png").stat().st_size > 1000
+        assert (project / f"plots/confusion/{v}-finetuned.png").stat().st_size > 1000
     summary = json.loads((project / "metrics/summary.json").read_text())
-    assert set(summary) == {f"{v}/freeze-false" for v in versions}
+    assert set(summary) == {f"{v}/finetuned" for v in versions}
     assert "version_1" in (project / "reports/comparison.md").read_text()
     for png in ("curves.png", "comparison.png"):
         assert (project / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     shown = sh(project, "dvc", "metrics", "show")
-    assert "metrics/runs/version_2/freeze-false/seed0.json" in shown
+    assert "metrics/runs/version_2/finetuned/seed0.json" in shown
     html = sh(project, "dvc", "plots", "show")
     assert "dvc_plots/index.html" in html
     assert (project / "dvc_plots/index.html").read_text().count("<img") >= 8
@@ -131,10 +117,10 @@ def test_exp_grayscale_off_retrains_only_version_1(project):
     sh(project, "git", "commit", "-qm", "baseline results")
     out = sh(project, "dvc", "exp", "run", "-S", "aug.grayscale=false")
     trained = {s for s in ran(out) if s.startswith(("train@", "evaluate@"))}
-    assert trained == {"train@version_1-False-0", "evaluate@version_1-False-0"}
+    assert trained == {"train@version_1-finetuned-0", "evaluate@version_1-finetuned-0"}
     diff = json.loads(sh(project, "dvc", "metrics", "diff", "--json"))
     changed_runs = {p for p in diff if p.startswith("metrics/runs/")}
-    assert changed_runs <= {"metrics/runs/version_1/freeze-false/seed0.json"}
+    assert changed_runs <= {"metrics/runs/version_1/finetuned/seed0.json"}
     recipe = json.loads((project / "recipes/version_1.json").read_text())
     assert "grayscale" not in recipe["ops"]
 
@@ -145,7 +131,7 @@ def test_new_version_trains_only_itself(project):
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     out = sh(project, "dvc", "repro")
     trained = {s for s in ran(out) if s.startswith(("train@", "evaluate@"))}
-    assert trained == {"train@version_3-False-0", "evaluate@version_3-False-0"}
+    assert trained == {"train@version_3-finetuned-0", "evaluate@version_3-finetuned-0"}
     assert (project / "plots/previews/version_3.png").exists()
 
 
@@ -187,18 +173,18 @@ def test_remote_shares_cache_and_results(project, tmp_path):
     sh(tmp_path, "git", "clone", "-q", str(project), str(clone))
     out = sh(clone, "dvc", "repro", "--pull")
     assert ran(out) == set(), out
-    assert (clone / "models/version_3/freeze-false/seed0.ckpt").stat().st_size > 1000
+    assert (clone / "models/version_3/finetuned/seed0.ckpt").stat().st_size > 1000
     assert (clone / "plots/curves.png").exists()
 
 
 def test_new_seed_trains_only_that_seed(project):
-    set_params(project, {"train": {"seeds": [0, 1]}})
+    set_params(project, {"study": {"seeds": [0, 1]}})
     out = sh(project, "dvc", "repro")
     trained = {s for s in ran(out) if s.startswith(("train@", "evaluate@"))}
     versions = ["version_0", "version_1", "version_2", "version_3"]
-    assert trained == {f"{s}@{v}-False-1" for v in versions for s in ("train", "evaluate")}
+    assert trained == {f"{s}@{v}-finetuned-1" for v in versions for s in ("train", "evaluate")}
     summary = json.loads((project / "metrics/summary.json").read_text())
-    assert summary["version_1/freeze-false"]["test_acc"]["n"] == 2
+    assert summary["version_1/finetuned"]["test_acc"]["n"] == 2
 
 
 def test_dvc_repro_killed_mid_training_resumes(tmp_path):
@@ -216,15 +202,14 @@ def test_dvc_repro_killed_mid_training_resumes(tmp_path):
     for stale in ("dvc.lock", "metrics", "reports"):
         shutil.rmtree(proj / stale, ignore_errors=True) if (proj / stale).is_dir() else \
             (proj / stale).unlink(missing_ok=True)
-    set_params(proj, {**TINY_PARAMS, "data": {**TINY_PARAMS["data"], "source": str(archive)},
-                      "model": {**TINY_PARAMS["model"], "hidden_size": 96, "num_layers": 3,
-                                "num_heads": 3},
-                      "train": {**TINY_PARAMS["train"], "epochs": 6}})
+    (proj / "params.yaml").write_text(yaml.safe_dump(tiny_params(
+        {"data": {"source": str(archive)}, "train": {"epochs": 6},
+         "model": {"hidden_size": 96, "num_layers": 3, "num_heads": 3}}), sort_keys=False))
     sh(proj, "git", "init", "-q")
     sh(proj, "git", "add", "-A")
     sh(proj, "git", "commit", "-qm", "tiny project")  # DVCLive fails in a repo without commits
-    stage = "train@version_0-False-0"
-    ckpt = proj / ".resume/version_0/freeze-false/seed0/last.ckpt"
+    stage = "train@version_0-finetuned-0"
+    ckpt = proj / ".resume/version_0/finetuned/seed0/last.ckpt"
     p = subprocess.Popen(["dvc", "repro", stage], cwd=proj, env=env(), start_new_session=True,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
@@ -239,7 +224,7 @@ def test_dvc_repro_killed_mid_training_resumes(tmp_path):
     out = sh(proj, "dvc", "repro", stage)
     assert f"after epoch {done} of 6" in out, out
     assert re.findall(r"train: epoch (\d+)/6", out) == [str(e) for e in range(done + 1, 7)]
-    model = proj / "models/version_0/freeze-false/seed0.ckpt"
+    model = proj / "models/version_0/finetuned/seed0.ckpt"
     resumed = torch.load(model, weights_only=False)["state_dict"]
     out = sh(proj, "dvc", "repro", "-f", "-s", stage)            # fresh, uninterrupted
     assert "resuming" not in out and "train: epoch 1/6" in out, out

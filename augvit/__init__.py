@@ -1,0 +1,1 @@
+"""augvit: the library of the ViT augmentation study; `stages/` holds the DVC entry points."""

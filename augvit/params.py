@@ -1,0 +1,339 @@
+"""params.yaml, typed and validated: the one source of every number.
+
+Each section is a pydantic model with no defaults: a key missing from params.yaml is an error
+that names it. Validation walks the whole file and reports every problem at once, each as
+`key: got VALUE; allowed: WHAT`, before any stage works. Field checks are pydantic's (types,
+ranges); what relates two fields (a patch size that divides the image size, a baseline that is
+one of the versions) is checked here once the fields themselves are valid.
+
+Sections: data, aug (each op's settings, or false), versions (which ops each version uses),
+study (the axes: seeds, backbone settings; and the baseline version), model, train, eval, plots.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from augvit.io import StageError
+
+VERSION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+class ParamsError(StageError):
+    """params.yaml is invalid; the message lists every problem found."""
+
+    def __init__(self, problems: list[str], path: str | Path = "params.yaml"):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{path} has {len(problems)} problem(s):\n{lines}\n"
+                         f"Fix them in {path} (or in your `dvc exp run -S` overrides) and rerun.")
+
+
+class Section(BaseModel):
+    """Unknown keys refused, no coercion (3 is not "3", 1 is not true), immutable."""
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def allowed(text: str, **constraints: Any) -> Any:
+    """A field whose error message says `text` (pydantic enforces `constraints`)."""
+    return Field(description=text, **constraints)
+
+
+Prob = Annotated[float, allowed("a probability in [0, 1]", ge=0, le=1)]
+Pair = tuple[float, float]
+
+
+# ------------------------------------------------------------------ augmentation ops
+
+class HFlip(Section):
+    p: Prob
+
+
+class Crop(Section):                     # RandomResizedCrop
+    scale: Pair = allowed("[min, max] with 0 < min <= max <= 1")
+    ratio: Pair = allowed("[min, max] with 0 < min <= max")
+
+
+class ColorJitter(Section):
+    brightness: float = allowed("a number >= 0 (factor drawn from [max(0, 1-x), 1+x])", ge=0)
+    contrast: float = allowed("a number >= 0 (factor drawn from [max(0, 1-x), 1+x])", ge=0)
+    saturation: float = allowed("a number >= 0 (factor drawn from [max(0, 1-x), 1+x])", ge=0)
+    hue: float = allowed("a number in [0, 0.5]", ge=0, le=0.5)
+
+
+class Blur(Section):                     # GaussianBlur at the model's input size
+    kernel_size: int = allowed("an odd whole number >= 1", ge=1)
+    sigma: Pair = allowed("[min, max] with 0 < min <= max")
+
+
+class Grayscale(Section):
+    p: Prob
+
+
+# Canonical order of the ops: geometric first, then photometric (timm's transforms_factory
+# order). A version lists which ops it uses; they always run in this order.
+AUG_TYPES: dict[str, type[Section]] = {"hflip": HFlip, "crop": Crop, "color_jitter": ColorJitter,
+                                       "blur": Blur, "grayscale": Grayscale}
+AUG_OPS = tuple(AUG_TYPES)
+
+
+# ------------------------------------------------------------------ settings sections
+
+class DataParams(Section):
+    source: str = allowed("a Hugging Face dataset id or a local folder/archive", min_length=1)
+    sha256: str | None = allowed("null or 64 lowercase hex digits (sha256sum's output)",
+                                 pattern=r"^[0-9a-f]{64}$")
+    image_size: int = allowed("a whole number >= 8", ge=8)
+    val_fraction: float = allowed("a number in (0, 1)", gt=0, lt=1)
+    train_size: int | None = allowed("null (all) or a whole number >= 1", ge=1)
+    seed: int = allowed("a whole number")
+
+
+class StudyParams(Section):
+    """The study's axes (one run per version x backbone x seed) and its baseline."""
+    baseline: str = allowed("one of the versions")
+    seeds: list[int] = allowed("a non-empty list of distinct whole numbers", min_length=1)
+    backbones: list[Literal["finetuned", "frozen"]] = allowed(
+        "a non-empty list of distinct settings: [finetuned], [frozen] or [finetuned, frozen]",
+        min_length=1)
+
+
+class ModelParams(Section):
+    pretrained: str | None = allowed("null (build from the numbers below), a hub id or a "
+                                     "local folder", min_length=1)
+    image_size: int = allowed("a whole number >= 8", ge=8)
+    patch_size: int = allowed("a whole number >= 1 dividing model.image_size", ge=1)
+    hidden_size: int = allowed("a whole number >= 1", ge=1)
+    num_layers: int = allowed("a whole number >= 1", ge=1)
+    num_heads: int = allowed("a whole number >= 1 dividing model.hidden_size", ge=1)
+    mlp_ratio: int = allowed("a whole number >= 1", ge=1)
+    dropout: float = allowed("a number in [0, 1)", ge=0, lt=1)
+    mean: tuple[float, float, float] = allowed("3 numbers")
+    std: tuple[float, float, float] = allowed("3 numbers > 0")
+
+
+class TrainParams(Section):
+    epochs: int = allowed("a whole number >= 1", ge=1)
+    batch_size: int = allowed("a whole number >= 1", ge=1)
+    lr: float = allowed("a number > 0", gt=0)
+    weight_decay: float = allowed("a number >= 0", ge=0)
+    warmup_epochs: float = allowed("a number in [0, train.epochs]", ge=0)
+    label_smoothing: float = allowed("a number in [0, 1)", ge=0, lt=1)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = allowed("auto, cpu, gpu or cuda")
+    devices: int = allowed("a whole number >= 1", ge=1)
+    num_nodes: int = allowed("a whole number >= 1", ge=1)
+    strategy: str = allowed("a Lightning strategy name: auto, ddp, ...", min_length=1)
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"] = allowed(
+        "auto, 32-true, bf16-mixed, 16-mixed or bf16-true")
+    compile: bool = allowed("true or false")
+
+
+class EvalParams(Section):
+    batch_size: int = allowed("a whole number >= 1", ge=1)
+
+
+class PlotParams(Section):
+    preview_images: int = allowed("a whole number in [1, 16]", ge=1, le=16)
+    preview_draws: int = allowed("a whole number in [1, 16]", ge=1, le=16)
+    preview_seed: int = allowed("a whole number")
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataParams, "study": StudyParams, "model": ModelParams, "train": TrainParams,
+    "eval": EvalParams, "plots": PlotParams}
+ALL_SECTIONS = ("data", "aug", "versions", "study", "model", "train", "eval", "plots")
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    aug: dict[str, Section | bool]          # op name -> its settings, or False (off everywhere)
+    versions: dict[str, tuple[str, ...]]
+    study: StudyParams
+    model: ModelParams
+    train: TrainParams
+    eval: EvalParams
+    plots: PlotParams
+
+    def recipe(self, version: str) -> dict[str, dict[str, Any]]:
+        """One version's effective recipe: its ops in canonical order, minus those set false."""
+        names = self.versions[version]
+        return {op: plain(self.aug[op]) for op in AUG_OPS
+                if op in names and self.aug[op] is not False}
+
+
+def plain(obj: Any) -> Any:
+    """A section (or value) as plain JSON data: tuples become lists."""
+    if isinstance(obj, BaseModel):
+        return json.loads(obj.model_dump_json())
+    return obj
+
+
+# ------------------------------------------------------------------ validation
+
+def _at(raw: Any, loc: tuple) -> Any:
+    for k in loc:
+        try:
+            raw = raw[k]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return raw
+
+
+def _section(name: str, cls: type[Section], raw: Any, problems: list[str]) -> Section | None:
+    """Validate one section; every problem goes to `problems` in the house format."""
+    if not isinstance(raw, dict):
+        problems.append(f"{name}: got {raw!r}; expected a mapping of "
+                        f"{', '.join(cls.model_fields)}")
+        return None
+    try:
+        return cls.model_validate_json(json.dumps(raw))
+    except ValidationError as e:
+        seen = set()
+        for err in e.errors():
+            field = err["loc"][0] if err["loc"] else None
+            key = f"{name}.{field}"
+            if key in seen:                 # one message per key (a pair's two halves, say)
+                continue
+            seen.add(key)
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{key}: unknown key; allowed keys: "
+                                f"{', '.join(cls.model_fields)}")
+            elif err["type"] == "missing" and len(err["loc"]) == 1:
+                problems.append(f"{key}: missing; allowed: "
+                                f"{cls.model_fields[field].description}")
+            else:
+                problems.append(f"{key}: got {_at(raw, (field,))!r}; allowed: "
+                                f"{cls.model_fields[field].description}")
+        return None
+
+
+def _check(problems: list[str], ok: bool, key: str, value: Any, what: str) -> None:
+    if not ok:
+        problems.append(f"{key}: got {value!r}; allowed: {what}")
+
+
+def _check_range(problems: list[str], key: str, pair: Pair, hi: float | None = None) -> None:
+    lo_, hi_ = pair
+    _check(problems, 0 < lo_ <= hi_ and (hi is None or hi_ <= hi), key, list(pair),
+           "[min, max] with 0 < min <= max" + (f" <= {hi:g}" if hi is not None else ""))
+
+
+def _aug(raw: Any, problems: list[str]) -> dict[str, Section | bool]:
+    if not isinstance(raw, dict):
+        problems.append(f"aug: got {raw!r}; expected a mapping of every op "
+                        f"({', '.join(AUG_OPS)}) to its settings or false")
+        return {}
+    out: dict[str, Section | bool] = {}
+    for name, value in raw.items():
+        if name not in AUG_TYPES:
+            problems.append(f"aug.{name}: unknown augmentation op; allowed ops: "
+                            f"{', '.join(AUG_OPS)}")
+        elif value is False:
+            out[name] = False
+        elif not isinstance(value, dict):
+            problems.append(f"aug.{name}: got {value!r}; expected false (op off for the whole "
+                            f"study) or a mapping of its settings "
+                            f"({', '.join(AUG_TYPES[name].model_fields)})")
+        elif (op := _section(f"aug.{name}", AUG_TYPES[name], value, problems)) is not None:
+            out[name] = op
+    for name in AUG_OPS:
+        if name not in raw:
+            problems.append(f"aug.{name}: missing; allowed: false or a mapping of its settings "
+                            f"({', '.join(AUG_TYPES[name].model_fields)})")
+    if isinstance(out.get("crop"), Crop):
+        _check_range(problems, "aug.crop.scale", out["crop"].scale, hi=1.0)
+        _check_range(problems, "aug.crop.ratio", out["crop"].ratio)
+    if isinstance(out.get("blur"), Blur):
+        _check(problems, out["blur"].kernel_size % 2 == 1, "aug.blur.kernel_size",
+               out["blur"].kernel_size, "an odd whole number >= 1")
+        _check_range(problems, "aug.blur.sigma", out["blur"].sigma)
+    return out
+
+
+def _versions(raw: Any, problems: list[str]) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, dict) or not raw:
+        problems.append(f"versions: got {raw!r}; expected a non-empty mapping "
+                        f"version name -> list of ops ({', '.join(AUG_OPS)})")
+        return {}
+    out = {}
+    for name, ops in raw.items():
+        if not isinstance(name, str) or not VERSION_NAME.match(name):
+            problems.append(f"versions.{name}: invalid version name {name!r}; allowed: a letter "
+                            "then letters, digits or _ (it names DVC stages and folders)")
+            continue
+        if ops is None:
+            ops = []
+        if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
+            problems.append(f"versions.{name}: got {ops!r}; expected a list of op names "
+                            f"({', '.join(AUG_OPS)}); [] means no augmentation")
+            continue
+        for op in ops:
+            if op not in AUG_TYPES:
+                problems.append(f"versions.{name}: unknown op {op!r}; allowed ops: "
+                                f"{', '.join(AUG_OPS)}")
+        if len(set(ops)) != len(ops):
+            problems.append(f"versions.{name}: got {ops!r}; an op may be listed once")
+        out[name] = tuple(ops)
+    return out
+
+
+def _relations(s: dict[str, Any], versions: dict, problems: list[str]) -> None:
+    """What relates two fields, checked once each field is valid on its own."""
+    if m := s.get("model"):
+        _check(problems, m.image_size % m.patch_size == 0, "model.patch_size", m.patch_size,
+               f"a whole number >= 1 dividing model.image_size ({m.image_size})")
+        _check(problems, m.hidden_size % m.num_heads == 0, "model.num_heads", m.num_heads,
+               f"a whole number >= 1 dividing model.hidden_size ({m.hidden_size})")
+        _check(problems, all(x > 0 for x in m.std), "model.std", list(m.std), "3 numbers > 0")
+    if t := s.get("train"):
+        _check(problems, t.warmup_epochs <= t.epochs, "train.warmup_epochs", t.warmup_epochs,
+               f"a number in [0, train.epochs={t.epochs}]")
+    if st := s.get("study"):
+        _check(problems, len(set(st.seeds)) == len(st.seeds), "study.seeds", st.seeds,
+               "a non-empty list of distinct whole numbers")
+        _check(problems, len(set(st.backbones)) == len(st.backbones), "study.backbones",
+               st.backbones, "a non-empty list of distinct settings: [finetuned], [frozen] or "
+               "[finetuned, frozen]")
+        if versions:
+            _check(problems, st.baseline in versions, "study.baseline", st.baseline,
+                   f"one of the versions ({', '.join(versions)})")
+
+
+def parse_params(raw: Any, path: str | Path = "params.yaml") -> Params:
+    """Validate a params mapping; raise ParamsError listing every problem."""
+    if not isinstance(raw, dict):
+        raise ParamsError([f"top level: got {type(raw).__name__}; expected a mapping"], path)
+    problems: list[str] = []
+    for k in raw:
+        if k not in ALL_SECTIONS:
+            problems.append(f"{k}: unknown section; allowed sections: {', '.join(ALL_SECTIONS)}")
+    for k in ALL_SECTIONS:
+        if k not in raw:
+            problems.append(f"{k}: missing section; params.yaml needs every section: "
+                            f"{', '.join(ALL_SECTIONS)}")
+    built = {name: _section(name, cls, raw[name], problems)
+             for name, cls in SECTIONS.items() if name in raw}
+    aug = _aug(raw.get("aug"), problems) if "aug" in raw else {}
+    versions = _versions(raw.get("versions"), problems) if "versions" in raw else {}
+    _relations(built, versions, problems)
+    if problems:
+        raise ParamsError(problems, path)
+    return Params(aug=aug, versions=versions, **built)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError([f"file not found (cwd: {Path.cwd()})"], path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ParamsError([f"not valid YAML: {e}"], path) from None
+    return parse_params(raw, path)

@@ -1,0 +1,42 @@
+"""The statistics of the study: means with t intervals, paired differences across seeds.
+
+Runs with the same seed share the model init and the data order, so versions are compared by
+a paired t-test across seeds: the 95% CI of the mean per-seed difference uses Student's t with
+n-1 degrees of freedom. With one seed there is no interval (None), and nothing is significant.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+
+def mean_ci(values: list[float], level: float = 0.95) -> dict:
+    """Mean, sample std, n and the t-based confidence interval of the mean."""
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    mean = float(x.mean())
+    if n < 2:
+        return {"mean": mean, "std": None, "n": n, "ci95": None}
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
+    return {"mean": mean, "std": std, "n": n, "ci95": [mean - half, mean + half]}
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict | None:
+    """a - b over the seeds both have: mean difference, its CI, the paired t-test p-value."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    d = [a[s] - b[s] for s in seeds]
+    out = mean_ci(d)
+    out["seeds"] = seeds
+    if out["ci95"] is None:
+        out.update(p_value=None, significant=False)
+    elif out["std"] == 0:
+        out.update(p_value=0.0 if out["mean"] != 0 else 1.0, significant=out["mean"] != 0)
+    else:
+        out["p_value"] = float(stats.ttest_1samp(d, 0.0).pvalue)
+        out["significant"] = bool(out["ci95"][0] > 0 or out["ci95"][1] < 0)
+    return out

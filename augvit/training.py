@@ -1,0 +1,290 @@
+"""Training one run with Lightning: the module, the batches, epoch checkpoints and resuming.
+
+`train_run` trains one version x backbone x seed and writes the model file and the DVCLive
+curves. An epoch checkpoint is rewritten (atomically) after every epoch in a resume folder
+outside DVC's outputs, so a run killed mid-way continues after its last completed epoch when
+`dvc repro` runs again; every epoch's randomness derives from (seed, epoch), so the resumed run
+ends bit-identical to an uninterrupted one on the same machine.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from augvit.data.batches import ArrayBatches, load_classes, load_split
+from augvit.io import StageError, atomic_path, load_json
+from augvit.layout import Run
+from augvit.model import ViTClassifier, pick_device, save_classifier, vit_config
+from augvit.params import Params, plain
+from augvit.seeding import seed_for
+
+
+class NonFiniteLossError(StageError):
+    pass
+
+
+class TrainModule(L.LightningModule):
+    """The classifier under training: one shared step shape, AdamW, warmup then cosine."""
+
+    def __init__(self, *, net: dict, lr: float, weight_decay: float, warmup_steps: int,
+                 total_steps: int, label_smoothing: float):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = ViTClassifier(**net)
+        n = len(net["classes"])
+        self.train_acc = torchmetrics.classification.MulticlassAccuracy(n, average="micro")
+        self.val_acc = torchmetrics.classification.MulticlassAccuracy(n, average="micro")
+        self.aug_gen = torch.Generator()
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.net(pixel_values)
+
+    def on_train_epoch_start(self) -> None:
+        # Every epoch's randomness derives from (seed, epoch): a run resumed from an epoch
+        # checkpoint draws exactly what an uninterrupted run would have drawn.
+        seed = self.net.config["seed"]
+        self.aug_gen.manual_seed(seed_for(seed, self.current_epoch, 1))
+        torch.manual_seed(seed_for(seed, self.current_epoch, 2))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self(self.net.inputs(images, train=True, gen=self.aug_gen))
+        loss = F.cross_entropy(logits.float(), labels,
+                               label_smoothing=self.hparams.label_smoothing)
+        if not torch.isfinite(loss):
+            c = self.net.config
+            raise NonFiniteLossError(
+                f"version {c['version']!r} seed {c['seed']}: loss is {loss.item()} at epoch "
+                f"{self.current_epoch}, step {self.global_step}. Lower train.lr (or set "
+                "train.precision: 32-true) and rerun.")
+        self.train_acc(logits, labels)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels),
+                 sync_dist=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        images, labels = batch
+        logits = self(self.net.inputs(images, train=False))
+        loss = F.cross_entropy(logits.float(), labels)
+        self.val_acc(logits, labels)
+        self.log("val/loss", loss, on_epoch=True, batch_size=len(labels), sync_dist=True)
+        self.log("val/acc", self.val_acc, on_epoch=True)
+
+    def configure_optimizers(self) -> dict:
+        h = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]         # no decay on biases and norms
+        no_decay = [p for p in params if p.ndim < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": h.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=h.lr)
+
+        def schedule(step: int) -> float:      # linear warmup, then cosine to zero
+            if step < h.warmup_steps:
+                return (step + 1) / h.warmup_steps
+            t = (step - h.warmup_steps) / max(1, h.total_steps - h.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class ArrayDataModule(L.LightningDataModule):
+    """Train and val batches of the prepared arrays; moved to the GPU once when there is one."""
+
+    def __init__(self, prepared: Path, batch_size: int, eval_batch_size: int, seed: int):
+        super().__init__()
+        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.train = load_split(prepared, "train")
+        self.val = load_split(prepared, "val")
+
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device
+        if device.type == "cuda":
+            self.train = tuple(t.to(device) for t in self.train)
+            self.val = tuple(t.to(device) for t in self.val)
+
+    def _world(self) -> tuple[int, int]:
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def train_dataloader(self) -> ArrayBatches:
+        rank, world = self._world()
+        # train.batch_size is the global batch: each of `world` processes takes its share.
+        return ArrayBatches(*self.train, self.batch_size // world, shuffle=True, drop_last=True,
+                            seed=self.seed, epoch_fn=lambda: self.trainer.current_epoch,
+                            rank=rank, world=world)
+
+    def val_dataloader(self) -> ArrayBatches:
+        rank, world = self._world()
+        return ArrayBatches(*self.val, self.eval_batch_size, rank=rank, world=world)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but via a temporary file and a rename: a run killed while
+    saving keeps its previous complete checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+class EpochLog(Callback):
+    """One line per epoch in the stage's log (DVC's log is no terminal: the progress bar shows
+    only its last state there), naming the epoch and its validation result."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            print(f"train: epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
+                  f"train loss {m.get('train/loss', float('nan')):.4f}, "
+                  f"val acc {m.get('val/acc', float('nan')):.4f}, "
+                  f"val loss {m.get('val/loss', float('nan')):.4f} "
+                  f"({time.perf_counter() - self.t0:.1f}s)", flush=True)
+
+
+# ------------------------------------------------------------------ resuming
+
+def completed_epochs(path: Path) -> int:
+    """How many epochs an epoch checkpoint holds (Lightning stores the 0-based epoch index)."""
+    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
+
+
+def usable_checkpoint(path: Path) -> bool:
+    """True if `path` is a complete Lightning checkpoint (a kill can leave a truncated one)."""
+    if not path.is_file():
+        return False
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        return "state_dict" in ckpt and "loops" in ckpt
+    except Exception as e:  # noqa: BLE001 - any unreadable file means "start over"
+        print(f"train: resume checkpoint {path} is unreadable ({type(e).__name__}); "
+              "starting this run over")
+        return False
+
+
+def run_fingerprint(params: Params, run: Run, recipe: dict, prepared: Path) -> str:
+    """Everything that makes one run what it is; a resume state must match it exactly."""
+    return json.dumps({"model": plain(params.model), "train": plain(params.train),
+                       "eval": plain(params.eval), "recipe": recipe, "run": run.id,
+                       "data": load_json(prepared / "meta.json")["counts"]}, sort_keys=True)
+
+
+def open_resume_dir(resume_dir: Path, fingerprint: str, fresh: bool) -> bool:
+    """True if a complete checkpoint of this very run is there to resume from; else empty it.
+
+    Only the launching process manages the folder (DDP re-launches the stage per rank).
+    """
+    stamp, last = resume_dir / "config.json", resume_dir / "last.ckpt"
+    resuming = (not fresh and stamp.is_file() and stamp.read_text() == fingerprint
+                and usable_checkpoint(last))
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and not resuming:
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        resume_dir.mkdir(parents=True)
+        stamp.write_text(fingerprint)
+    return resuming
+
+
+# ------------------------------------------------------------------ one run
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's "can't allocate memory"."""
+    msg = str(e).lower()
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or \
+        "can't allocate memory" in msg
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """train.precision auto: bf16 mixed precision on CUDA, fp32 elsewhere (on a CPU without AMX
+    bf16 autocast is several times slower; README, Performance)."""
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if pick_device(accelerator).type == "cuda" else "32-true"
+
+
+def build_module(params: Params, run: Run, recipe: dict, classes: list[str],
+                 steps_per_epoch: int) -> TrainModule:
+    m, t = params.model, params.train
+    net = {"vit_config": None if m.pretrained else vit_config(m, len(classes)),
+           "pretrained": m.pretrained, "classes": classes, "recipe": recipe,
+           "image_size": m.image_size, "mean": list(m.mean), "std": list(m.std),
+           "freeze_backbone": run.frozen, "seed": run.seed, "version": run.version}
+    return TrainModule(net=net, lr=t.lr, weight_decay=t.weight_decay,
+                       warmup_steps=int(t.warmup_epochs * steps_per_epoch),
+                       total_steps=t.epochs * steps_per_epoch, label_smoothing=t.label_smoothing)
+
+
+def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model_out: Path,
+              live_out: Path, resume_dir: Path, fresh: bool = False) -> None:
+    from dvclive.lightning import DVCLiveLogger     # here: the one import only training needs
+    t0 = time.perf_counter()
+    t = params.train
+    recipe = load_json(recipe_path)["ops"]
+    classes = load_classes(prepared)
+    L.seed_everything(run.seed, workers=True, verbose=False)
+    data = ArrayDataModule(prepared, t.batch_size, params.eval.batch_size, run.seed)
+    world = t.devices * t.num_nodes
+    steps_per_epoch = len(data.train[1]) // t.batch_size     # batch_size is the global batch
+    if steps_per_epoch < 1:
+        raise StageError(f"train.batch_size={t.batch_size} is larger than the train split "
+                         f"({len(data.train[1])} images); lower it.")
+    if t.batch_size % world:
+        raise StageError(f"train.batch_size={t.batch_size} must divide evenly over "
+                         f"train.devices x train.num_nodes = {world} processes.")
+    module = build_module(params, run, recipe, classes, steps_per_epoch)
+    if t.compile:
+        module.net.vit.compile()
+
+    resuming = open_resume_dir(resume_dir, run_fingerprint(params, run, recipe, prepared), fresh)
+    last = resume_dir / "last.ckpt"
+    if resuming:
+        done = completed_epochs(last)
+        print(f"train: resuming {run.id} after epoch {done} of {t.epochs} from {last}; "
+              f"training epochs {done + 1}..{t.epochs} (delete it or pass --fresh to start over)")
+    logger = DVCLiveLogger(dir=str(resume_dir / "dvclive"), dvcyaml=False, save_dvc_exp=False,
+                           resume=resuming, report=None)
+    # One checkpoint, `last.ckpt`, rewritten (atomically) at the end of every epoch. Not
+    # `save_last=True, save_top_k=0`: Lightning writes `last` only in a step where a top-k
+    # checkpoint was saved, so with top-k 0 it never wrote one until training had finished.
+    ckpt = ModelCheckpoint(dirpath=resume_dir, filename="last", monitor=None, save_top_k=1,
+                           save_last=False, every_n_epochs=1, save_on_train_epoch_end=True,
+                           enable_version_counter=False)
+    trainer = L.Trainer(
+        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
+        num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=resolve_precision(t.precision, t.accelerator),
+        logger=logger, callbacks=[ckpt, EpochLog()], plugins=[AtomicCheckpointIO()],
+        num_sanity_val_steps=0, log_every_n_steps=10,
+        use_distributed_sampler=False, enable_model_summary=False, deterministic=False)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resuming else None)
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        raise StageError(
+            f"out of memory training {run.id} on {trainer.strategy.root_device} with "
+            f"train.batch_size={t.batch_size} ({t.batch_size // world} per device): lower "
+            f"train.batch_size (or eval.batch_size), or model.image_size, or use more devices "
+            f"(train.devices). Training resumes from its last epoch. "
+            f"[{str(e).splitlines()[0][:200]}]") from None
+
+    if trainer.is_global_zero:
+        save_classifier(module.net, model_out, epoch=trainer.current_epoch - 1,
+                        global_step=trainer.global_step)
+        with atomic_path(live_out) as tmp:
+            shutil.copytree(resume_dir / "dvclive", tmp)
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        print(f"train: {run.id} done in {time.perf_counter() - t0:.0f}s -> {model_out}")
