@@ -160,11 +160,13 @@ def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in lines
+                           if ln.startswith("model name"))
+        flags = set(next(ln for ln in lines if ln.startswith("flags")).split(":", 1)[1].split())
+        # what decides whether bf16 autocast pays on a CPU (README, Performance)
+        info["isa"] = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    except (OSError, StopIteration):
         pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
