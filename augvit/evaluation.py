@@ -1,4 +1,5 @@
-"""The test set through a trained model: accuracy, loss, per-class accuracy, confusion matrix.
+"""The test set through a trained model: accuracy and loss (the run's metrics), and per-class
+accuracy, the confusion matrix and every image's prediction (data for the plots).
 
 Plain torch (no Lightning, no torchmetrics): this runs once per run, so its start-up counts,
 and a confusion matrix is one bincount.
@@ -18,27 +19,30 @@ from augvit.model import load_classifier
 @torch.inference_mode()
 def evaluate(model_path: Path, prepared: Path, batch_size: int,
              device: torch.device) -> tuple[dict, dict]:
-    """(metrics, confusion) of one model on the prepared test split."""
+    """(metrics, details) of one model on the prepared test split."""
     model = load_classifier(model_path, device)
     classes = model.config["classes"]
     n = len(classes)
     images, labels = (t.to(device) for t in load_split(prepared, "test"))
     confusion = torch.zeros(n * n, dtype=torch.int64, device=device)    # row: true, col: pred
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    predicted = []
     batches = ArrayBatches(images, labels, batch_size)     # no shuffle, keeps the last batch
     for x, y in tqdm(batches, desc="evaluate", unit="batch", mininterval=2):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(model.inputs(x, train=False)).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        confusion += torch.bincount(y * n + logits.argmax(1), minlength=n * n)
+        pred = logits.argmax(1)
+        predicted.append(pred)
+        confusion += torch.bincount(y * n + pred, minlength=n * n)
     matrix = confusion.view(n, n).cpu()
     per_class = matrix.diag() / matrix.sum(1).clamp(min=1)
-    metrics = {
-        "acc": round(matrix.diag().sum().item() / len(labels), 6),
-        "loss": round(loss_sum.item() / len(labels), 6),
-        "n_test": len(labels),
-        "per_class_acc": {c: round(v, 6) for c, v in zip(classes, per_class.tolist())},
-    }
-    conf = {"classes": classes, "matrix": matrix.tolist(),
-            "version": model.config["version"], "seed": model.config["seed"]}
-    return metrics, conf
+    # Metrics: two scalars per run, so `dvc exp show` stays a table; the rest is plot data.
+    metrics = {"acc": round(matrix.diag().sum().item() / len(labels), 6),
+               "loss": round(loss_sum.item() / len(labels), 6)}
+    details = {"version": model.config["version"], "seed": model.config["seed"],
+               "classes": classes, "n_test": len(labels),
+               "per_class_acc": [round(v, 6) for v in per_class.tolist()],
+               "confusion": matrix.tolist(),             # rows: actual class, columns: predicted
+               "predicted": torch.cat(predicted).cpu().tolist()}   # test set order
+    return metrics, details

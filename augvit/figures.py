@@ -1,14 +1,21 @@
-"""The study's pictures (the `plots` stage): what `dvc plots show` puts in one report.
+"""The study's plots (the `plots` stage): data that DVC draws, and the pictures only a picture
+shows. All of it is small and lives in git, so a clone, VS Code and Studio show it.
 
-  plots/curves.png               val accuracy and loss per epoch, every version overlaid
-                                 (mean over seeds; the band spans the seeds' min..max)
+Data (DVC draws them: `dvc plots show`, and `dvc plots diff` overlays experiments):
+  plots/curves.json              validation accuracy and loss per epoch, one row per version x
+                                 epoch (mean over seeds): one line per version
+  plots/per_class.json           test accuracy per class and version (mean over seeds)
+  plots/confusion/<group>.csv    one row per test image (actual, predicted) of the group's first
+                                 seed: DVC's confusion template counts them
+Pictures:
+  plots/curves.png               the same curves with the seeds' min..max band
   plots/comparison.png           test accuracy per version with its 95% CI
   plots/previews/<version>.png   the same test images: original beside augmented draws
-  plots/confusion/<run>.png      confusion matrix per version and backbone setting (seeds summed)
 """
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import matplotlib
@@ -66,20 +73,20 @@ def plot_curves(p: Params, live: Path, out: Path) -> None:
     _save(fig, out)
 
 
-def plot_comparison(summary: dict, out: Path) -> None:
-    groups = list(summary.values())
-    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(groups)), 4))
-    for k, g in enumerate(groups):
+def plot_comparison(analysis: dict, out: Path) -> None:
+    rows = list(analysis.values())
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(rows)), 4))
+    for k, g in enumerate(rows):
         a = g["test_acc"]
         mean = 100 * a["mean"]
         err = None if a["ci95"] is None else [[mean - 100 * a["ci95"][0]],
                                               [100 * a["ci95"][1] - mean]]
         ax.errorbar(k, mean, yerr=err, fmt="o", capsize=6,
                     color="tab:orange" if g["backbone"] == "frozen" else "tab:blue")
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{g['version']}\n{BACKBONE_LABELS[g['backbone']]}" for g in groups])
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([f"{g['version']}\n{BACKBONE_LABELS[g['backbone']]}" for g in rows])
     ax.set_ylabel("test accuracy (%)")
-    n = groups[0]["test_acc"]["n"] if groups else 0
+    n = rows[0]["test_acc"]["n"] if rows else 0
     ax.set_title(f"Test accuracy, mean and 95% CI over {n} seed(s)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -116,24 +123,6 @@ def plot_preview(p: Params, version: str, recipe: dict, images: torch.Tensor,
     _save(fig, out)
 
 
-def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, out: Path) -> None:
-    norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
-    fig.tight_layout()
-    _save(fig, out)
-
-
 def _save(fig: plt.Figure, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -146,23 +135,58 @@ def preview_images(prepared: Path, n: int, seed: int) -> torch.Tensor:
     return images[torch.randperm(len(labels), generator=g)[:n]]
 
 
-def render_all(p: Params, live: Path, confusion: Path, summary: Path, recipes: Path,
+def curve_rows(p: Params, live: Path) -> list[dict]:
+    """plots/curves.json: per version (and backbone) and epoch, the seeds' mean."""
+    rows = []
+    for version, backbone in groups(p):
+        runs = {m: [run_curves(Run(version, backbone, s).path(live), m) for s in p.study.seeds]
+                for m in ("acc", "loss")}
+        n = min(len(r) for r in runs["acc"] + runs["loss"])
+        mean = {m: np.mean([r[:n] for r in runs[m]], axis=0) for m in runs}
+        label = group_label(version, backbone, p.study.backbones)
+        rows += [{"epoch": e + 1, "version": label, "val_acc": round(float(mean["acc"][e]), 5),
+                  "val_loss": round(float(mean["loss"][e]), 5)} for e in range(n)]
+    return rows
+
+
+def per_class_rows(p: Params, details: Path) -> list[dict]:
+    """plots/per_class.json: per version (and backbone) and class, the seeds' mean accuracy."""
+    rows = []
+    for version, backbone in groups(p):
+        runs = [load_json(Run(version, backbone, s).path(details, ".json"))
+                for s in p.study.seeds]
+        acc = np.mean([r["per_class_acc"] for r in runs], axis=0)
+        label = group_label(version, backbone, p.study.backbones)
+        rows += [{"class": c, "version": label, "acc": round(float(a), 5)}
+                 for c, a in zip(runs[0]["classes"], acc)]
+    return rows
+
+
+def write_confusion_rows(details: dict, labels: np.ndarray, out: Path) -> None:
+    """One row per test image, as DVC's confusion templates want them."""
+    classes = details["classes"]
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["actual", "predicted"])
+        w.writerows((classes[a], classes[b]) for a, b in zip(labels, details["predicted"]))
+
+
+def render_all(p: Params, live: Path, details: Path, analysis: Path, recipes: Path,
                prepared: Path, out_dir: Path) -> None:
-    """Every picture of the study into out_dir (atomically, as one folder)."""
+    """Every plot of the study into out_dir (atomically, as one folder)."""
     with atomic_path(out_dir) as tmp:
+        (tmp / "confusion").mkdir(parents=True)
+        (tmp / "curves.json").write_text(json.dumps(curve_rows(p, live)) + "\n")
+        (tmp / "per_class.json").write_text(json.dumps(per_class_rows(p, details)) + "\n")
+        labels = load_split(prepared, "test")[1].numpy()
+        for version, backbone in groups(p):
+            first = Run(version, backbone, p.study.seeds[0])
+            write_confusion_rows(load_json(first.path(details, ".json")), labels,
+                                 tmp / "confusion" / f"{version}-{backbone}.csv")
         plot_curves(p, live, tmp / "curves.png")
-        plot_comparison(load_json(summary), tmp / "comparison.png")
+        plot_comparison(load_json(analysis), tmp / "comparison.png")
         images = preview_images(prepared, p.plots.preview_images, p.plots.preview_seed)
         for version in p.versions:
             recipe = load_json(recipes / f"{version}.json")["ops"]
             plot_preview(p, version, recipe, images, tmp / "previews" / f"{version}.png")
-        for version, backbone in groups(p):
-            confs = [load_json(Run(version, backbone, s).path(confusion, ".json"))
-                     for s in p.study.seeds]
-            total = np.sum([c["matrix"] for c in confs], axis=0)
-            acc = np.trace(total) / total.sum()
-            plot_confusion(total, confs[0]["classes"],
-                           f"{version} ({BACKBONE_LABELS[backbone]}): test set, {len(confs)} "
-                           f"seed(s) summed, acc {100 * acc:.1f}%",
-                           tmp / "confusion" / f"{version}-{backbone}.png")
     print(f"plots: written to {out_dir}/")

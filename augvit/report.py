@@ -1,9 +1,11 @@
-"""The study's report: from per-run test metrics to per-version summaries and a markdown table.
+"""The study's report: from per-run test metrics to per-version summaries.
 
-Writes (via the `compare` stage) metrics/summary.json, per version x backbone setting: mean,
-std, n and 95% CI of test accuracy and loss, the paired difference to the baseline version
-(study.baseline; same seed, same backbone), and frozen minus fine-tuned where both ran; and
-reports/comparison.md, the same as tables. Statistics: augvit/stats.py.
+`summarize` is the whole analysis, per version x backbone setting: mean, std, n and 95% CI of
+test accuracy and loss, the paired difference to the baseline version (study.baseline; same
+seed, same backbone), and frozen minus fine-tuned where both ran (the compare stage writes it
+to reports/comparison.json, and as tables to reports/comparison.md). `summary_metrics` is the
+part that DVC shows as metrics: a few flat numbers per group, so that `dvc exp show` stays a
+table and `dvc metrics diff` lists only what changed. Statistics: augvit/stats.py.
 """
 from __future__ import annotations
 
@@ -46,6 +48,31 @@ def summarize(table: dict[tuple[str, str], dict[int, dict]], baseline: str) -> d
             entry["acc_diff_frozen_vs_finetuned"] = paired_difference(acc, trained)
         groups[f"{v}/{b}"] = entry
     return groups
+
+
+def _interval(prefix: str, c: dict | None) -> dict[str, float]:
+    """{prefix: mean, prefix_low, prefix_high} (no interval with one seed), rounded."""
+    if c is None:
+        return {}
+    out = {prefix: round(c["mean"], 5)}
+    if c["ci95"] is not None:
+        out.update({f"{prefix}_low": round(c["ci95"][0], 5),
+                    f"{prefix}_high": round(c["ci95"][1], 5)})
+    if c.get("p_value") is not None:
+        out[f"{prefix}_p" if prefix != "diff" else "p"] = round(c["p_value"], 5)
+    return out
+
+
+def summary_metrics(groups: dict) -> dict:
+    """metrics/summary.json: per version, per backbone: acc (mean over seeds), acc_low/high (its
+    95% CI); against the baseline: diff, diff_low/high, p; frozen groups: vs_finetuned..."""
+    out: dict = {"n_seeds": max(g["test_acc"]["n"] for g in groups.values())}
+    for g in groups.values():
+        entry = _interval("acc", g["test_acc"])
+        entry |= _interval("diff", g.get("acc_diff_vs_baseline"))
+        entry |= _interval("vs_finetuned", g.get("acc_diff_frozen_vs_finetuned"))
+        out.setdefault(g["version"], {})[g["backbone"]] = entry
+    return out
 
 
 def _pct(x: float | None) -> str:

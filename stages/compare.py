@@ -1,4 +1,5 @@
-"""Stage `compare`: from single runs to a study (metrics/summary.json, reports/comparison.md)."""
+"""Stage `compare`: from single runs to a study: metrics/summary.json (a few flat numbers per
+version, for DVC), reports/comparison.json (the whole analysis) and reports/comparison.md."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from augvit.io import atomic_path, raise_on_sigterm, save_json, user_errors
 from augvit.params import load_params
-from augvit.report import collect, render_markdown, summarize
+from augvit.report import collect, render_markdown, summarize, summary_metrics
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,6 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--runs", type=Path, required=True)
     ap.add_argument("--summary-out", type=Path, required=True)
+    ap.add_argument("--analysis-out", type=Path, required=True)
     ap.add_argument("--report-out", type=Path, required=True)
     args = ap.parse_args(argv)
     raise_on_sigterm()
@@ -21,7 +23,8 @@ def main(argv: list[str] | None = None) -> None:
         p = load_params(args.params)
         groups = summarize(collect(args.runs, p), p.study.baseline)
         report = render_markdown(groups, p.study.baseline)
-        save_json(args.summary_out, groups)
+        save_json(args.analysis_out, groups)
+        save_json(args.summary_out, summary_metrics(groups))
         with atomic_path(args.report_out) as tmp:
             tmp.write_text(report)
     print(report)

@@ -1,6 +1,7 @@
 """Stage `evaluate@<version>-<backbone>-<seed>`: one trained model on the official test set.
 
-Writes the run's test metrics (a DVC metrics file) and its confusion matrix. The model and its
+Writes the run's test metrics (accuracy and loss: a DVC metrics file) and its details (per-class
+accuracy, confusion matrix, every test image's prediction) for the plots stage. The model and its
 preprocessing are rebuilt from the model file alone.
 """
 from __future__ import annotations
@@ -20,16 +21,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--prepared", type=Path, required=True)
     ap.add_argument("--metrics-out", type=Path, required=True)
-    ap.add_argument("--confusion-out", type=Path, required=True)
+    ap.add_argument("--details-out", type=Path, required=True)
     args = ap.parse_args(argv)
     raise_on_sigterm()
     with user_errors("evaluate"):
         params = load_params(args.params)
-        metrics, conf = evaluate(args.model, args.prepared, params.eval.batch_size,
+        metrics, details = evaluate(args.model, args.prepared, params.eval.batch_size,
                                  pick_device(params.train.accelerator))
-        save_json(args.confusion_out, conf)
+        save_json(args.details_out, details)
         save_json(args.metrics_out, metrics)
-    print(f"evaluate {conf['version']} seed {conf['seed']}: test acc {metrics['acc']:.4f} "
+    print(f"evaluate {details['version']} seed {details['seed']}: test acc {metrics['acc']:.4f} "
           f"loss {metrics['loss']:.4f}")
 
 

@@ -1,4 +1,5 @@
-"""Stage `plots`: curves, comparison, augmentation previews and confusion matrices -> plots/."""
+"""Stage `plots`: plot data (curves, per-class accuracy, confusion rows) and pictures (curves
+with seed bands, the comparison with CIs, augmentation previews) -> plots/."""
 from __future__ import annotations
 
 import argparse
@@ -13,15 +14,15 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--live", type=Path, required=True)
-    ap.add_argument("--confusion", type=Path, required=True)
-    ap.add_argument("--summary", type=Path, required=True)
+    ap.add_argument("--details", type=Path, required=True)
+    ap.add_argument("--analysis", type=Path, required=True)
     ap.add_argument("--recipes", type=Path, required=True)
     ap.add_argument("--prepared", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     raise_on_sigterm()
     with user_errors("plots"):
-        render_all(load_params(args.params), args.live, args.confusion, args.summary,
+        render_all(load_params(args.params), args.live, args.details, args.analysis,
                    args.recipes, args.prepared, args.out)
 
 

@@ -52,7 +52,7 @@ def stage_cmd(w: Path, stage: str, out: Path, params: Path | None = None) -> lis
     if stage == "evaluate":
         return ["-m", "stages.evaluate", *p, "--model", str(w / "trained" / "model.ckpt"),
                 "--prepared", str(w / "prepared"), "--metrics-out", str(out / "metrics.json"),
-                "--confusion-out", str(out / "confusion.json")]
+                "--details-out", str(out / "details.json")]
     raise ValueError(stage)
 
 

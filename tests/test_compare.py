@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from augvit.report import render_markdown, summarize
+from augvit.report import render_markdown, summarize, summary_metrics
 from augvit.stats import mean_ci, paired_difference
 
 
@@ -58,3 +58,23 @@ def test_summary_and_report_name_the_baseline_and_the_frozen_effect():
     assert "| version_1 | fine-tuned | 3 | 63.00 |" in md
     assert "+3.00 | [0.52, 5.48] | 0.035 | yes |" in md
     assert "Frozen backbone minus fine-tuned" in md
+
+
+def test_summary_metrics_are_flat_numbers_per_version_and_backbone():
+    def run(acc):
+        return {"acc": acc, "loss": 1 - acc}
+    table = {
+        ("version_0", "finetuned"): {0: run(0.60), 1: run(0.50), 2: run(0.70)},
+        ("version_1", "finetuned"): {0: run(0.62), 1: run(0.53), 2: run(0.74)},
+        ("version_1", "frozen"): {0: run(0.40), 1: run(0.40), 2: run(0.40)},
+    }
+    m = summary_metrics(summarize(table, "version_0"))
+    assert m["n_seeds"] == 3
+    assert set(m["version_0"]["finetuned"]) == {"acc", "acc_low", "acc_high"}
+    v1 = m["version_1"]["finetuned"]
+    assert set(v1) == {"acc", "acc_low", "acc_high", "diff", "diff_low", "diff_high", "p"}
+    assert v1["diff"] == pytest.approx(0.03) and v1["p"] == pytest.approx(0.0351, abs=1e-4)
+    assert v1["diff_low"] == pytest.approx(0.00516, abs=1e-5)
+    frozen = m["version_1"]["frozen"]                 # no frozen baseline: no diff
+    assert "diff" not in frozen and frozen["vs_finetuned"] == pytest.approx(-0.23)
+    assert all(isinstance(v, float) for g in (v1, frozen) for v in g.values())

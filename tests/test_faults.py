@@ -36,7 +36,7 @@ def written_tmp(root: Path) -> list[Path]:
 
 
 # where each stage's first output lands, i.e. where the test hook drops its pause marker
-MARKER = {"prepare": "out.paused", "evaluate": "out/confusion.json.paused"}
+MARKER = {"prepare": "out.paused", "evaluate": "out/details.json.paused"}
 
 
 @pytest.fixture(scope="module")

@@ -87,23 +87,69 @@ def test_repro_produces_every_output(project):
     assert ran(out) == expected
     for v in versions:
         m = json.loads((project / f"metrics/runs/{v}/finetuned/seed0.json").read_text())
-        assert 0.0 <= m["acc"] <= 1.0 and m["loss"] > 0
-        assert set(m["per_class_acc"]) == {"cat", "dog", "frog"} and m["n_test"] == 15
+        assert set(m) == {"acc", "loss"} and 0.0 <= m["acc"] <= 1.0 and m["loss"] > 0
+        d = json.loads((project / f"eval/{v}/finetuned/seed0.json").read_text())
+        assert d["classes"] == ["cat", "dog", "frog"] and len(d["predicted"]) == 15
         assert (project / f"models/{v}/finetuned/seed0.ckpt").stat().st_size > 1000
         curves = project / f"dvclive/{v}/finetuned/seed0/plots/metrics/val/acc.tsv"
         assert len(curves.read_text().splitlines()) == 3            # header + 2 epochs
         assert (project / f"plots/previews/{v}.png").stat().st_size > 1000
-        assert (project / f"plots/confusion/{v}-finetuned.png").stat().st_size > 1000
-    summary = json.loads((project / "metrics/summary.json").read_text())
-    assert set(summary) == {f"{v}/finetuned" for v in versions}
+        rows = (project / f"plots/confusion/{v}-finetuned.csv").read_text().splitlines()
+        assert rows[0] == "actual,predicted" and len(rows) == 16     # one row per test image
+    curves = json.loads((project / "plots/curves.json").read_text())
+    assert {(r["version"], r["epoch"]) for r in curves} == {(v, e) for v in versions
+                                                            for e in (1, 2)}
+    per_class = json.loads((project / "plots/per_class.json").read_text())
+    assert len(per_class) == 9 and {r["class"] for r in per_class} == {"cat", "dog", "frog"}
     assert "version_1" in (project / "reports/comparison.md").read_text()
     for png in ("curves.png", "comparison.png"):
         assert (project / "plots" / png).read_bytes()[:4] == b"\x89PNG"
-    shown = sh(project, "dvc", "metrics", "show")
-    assert "metrics/runs/version_2/finetuned/seed0.json" in shown
     html = sh(project, "dvc", "plots", "show")
     assert "dvc_plots/index.html" in html
-    assert (project / "dvc_plots/index.html").read_text().count("<img") >= 8
+    assert (project / "dvc_plots/index.html").read_text().count("<img") == 5   # 2 + previews
+
+
+def metric_columns(project: Path) -> dict[str, float]:
+    """Every numeric metric, as `dvc exp show` makes a column of it: 'file:key.key'."""
+    def leaves(prefix: str, node) -> dict:
+        if isinstance(node, dict):
+            return {k: v for key, child in node.items()
+                    for k, v in leaves(f"{prefix}.{key}" if prefix else key, child).items()}
+        return {prefix: node} if isinstance(node, (int, float)) else {}
+    shown = json.loads(sh(project, "dvc", "metrics", "show", "--json"))
+    files = shown[next(iter(shown))]["data"] if "data" not in shown else shown["data"]
+    return {f"{f}:{k}": v for f, d in files.items() for k, v in leaves("", d["data"]).items()}
+
+
+def test_metrics_are_a_few_flat_numbers_per_run_and_version(project):
+    cols = metric_columns(project)
+    runs = {c for c in cols if c.startswith("metrics/runs/")}
+    assert runs == {f"metrics/runs/{v}/finetuned/seed0.json:{k}"
+                    for v in ("version_0", "version_1", "version_2") for k in ("acc", "loss")}
+    summary = {c.split(":", 1)[1] for c in cols if c.startswith("metrics/summary.json")}
+    # one seed: no intervals, no p-values; the baseline has no difference to itself
+    assert summary == {"n_seeds", "version_0.finetuned.acc", "version_1.finetuned.acc",
+                       "version_1.finetuned.diff", "version_2.finetuned.acc",
+                       "version_2.finetuned.diff"}
+    assert len(cols) == 12
+
+
+def test_plots_are_data_series_dvc_draws(project):
+    """Curves and per-class bars through the project's templates, confusion through DVC's:
+    vega specs, which VS Code, Studio and `dvc plots diff` render and overlay."""
+    shown = json.loads(sh(project, "dvc", "plots", "show", "--json"))
+    assert not shown.get("errors"), shown["errors"]
+    data = shown["data"]
+    for name, y in (("val_acc", "val_acc"), ("val_loss", "val_loss"), ("per_class_acc", "class")):
+        (spec,) = data[name]
+        assert spec["type"] == "vega"
+        rows = spec["content"]["data"]["values"]
+        assert {r["version"] for r in rows} == {"version_0", "version_1", "version_2"}
+        assert all(y in r for r in rows)
+    for v in ("version_0", "version_1", "version_2"):
+        (spec,) = data[f"plots/confusion/{v}-finetuned.csv"]
+        assert spec["type"] == "vega" and len(spec["content"]["data"]["values"]) == 15
+    assert {k for k in data if k.endswith(".png")} >= {"plots/curves.png", "plots/comparison.png"}
 
 
 def test_second_repro_runs_nothing(project):
@@ -119,8 +165,10 @@ def test_exp_grayscale_off_retrains_only_version_1(project):
     trained = {s for s in ran(out) if s.startswith(("train@", "evaluate@"))}
     assert trained == {"train@version_1-finetuned-0", "evaluate@version_1-finetuned-0"}
     diff = json.loads(sh(project, "dvc", "metrics", "diff", "--json"))
-    changed_runs = {p for p in diff if p.startswith("metrics/runs/")}
-    assert changed_runs <= {"metrics/runs/version_1/finetuned/seed0.json"}
+    changed = {f"{f}:{k}" for f, keys in diff.items() for k in keys}
+    assert changed, diff
+    assert all(c.startswith(("metrics/runs/version_1/", "metrics/summary.json:version_1."))
+               for c in changed), changed
     recipe = json.loads((project / "recipes/version_1.json").read_text())
     assert "grayscale" not in recipe["ops"]
 
