@@ -10,7 +10,8 @@ Data (DVC draws them: `dvc plots show`, and `dvc plots diff` overlays experiment
 Pictures:
   plots/curves.png               the same curves with the seeds' min..max band
   plots/comparison.png           test accuracy per version with its 95% CI
-  plots/previews/<version>.png   the same test images: original beside augmented draws
+  plots/previews/<version>.png   the same test images: original beside augmented draws (mixed
+                                 draws titled by their label weights)
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from augvit.augment import build_inputs  # noqa: E402
-from augvit.data.batches import load_split  # noqa: E402
+from augvit.augment.mixing import MIXING_OPS, mix_batch  # noqa: E402
+from augvit.data.batches import load_classes, load_split  # noqa: E402
 from augvit.io import atomic_path, load_json  # noqa: E402
 from augvit.layout import BACKBONE_LABELS, Run, group_label, groups  # noqa: E402
 from augvit.params import Params  # noqa: E402
@@ -101,23 +103,41 @@ def _to_image(x: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
 
 
 def plot_preview(p: Params, version: str, recipe: dict, images: torch.Tensor,
-                 out: Path) -> None:
-    """Rows: test images; columns: the eval input, then `preview_draws` augmented draws."""
+                 labels: torch.Tensor, classes: list[str], out: Path) -> None:
+    """Rows: test images; columns: the eval input, then `preview_draws` augmented draws. With
+    batch mixing in the recipe each draw is mixed too (with the next image of the preview, the
+    neighbour the batch pairs it with), titled by its label weights."""
     m, k = p.model, p.plots.preview_draws
     original = build_inputs(images, {}, m.image_size, m.mean, m.std)
     gen = torch.Generator().manual_seed(p.plots.preview_seed)
-    draws = [build_inputs(images, recipe, m.image_size, m.mean, m.std, gen) if recipe
-             else original for _ in range(k)]
+    mixing = any(op in recipe for op in MIXING_OPS)
+    draws, titles = [], []
+    for _ in range(k):
+        x = build_inputs(images, recipe, m.image_size, m.mean, m.std, gen) if recipe \
+            else original
+        weights = None
+        if mixing:
+            x, weights, op = mix_batch(x, labels, len(classes), recipe, gen)
+        draws.append(x)
+        titles.append(None if weights is None else [
+            f"{op}: " + " / ".join(f"{classes[c]} {w[c]:.2f}"
+                                   for c in w.argsort(descending=True)[:2].tolist() if w[c] > 0)
+            for w in weights])
     rows = len(images)
-    fig, axes = plt.subplots(rows, k + 1, figsize=(1.6 * (k + 1), 1.6 * rows + 0.6),
+    fig, axes = plt.subplots(rows, k + 1, figsize=(1.9 * (k + 1), 1.9 * rows + 0.6),
                              squeeze=False)
     for r in range(rows):
         for c in range(k + 1):
             x = original[r] if c == 0 else draws[c - 1][r]
             axes[r, c].imshow(_to_image(x, m.mean, m.std))
             axes[r, c].axis("off")
-            if r == 0:
-                axes[r, c].set_title("original" if c == 0 else f"draw {c}", fontsize=9)
+            if c == 0:
+                axes[r, c].set_title(f"original ({classes[labels[r]]})" if r == 0
+                                     else classes[labels[r]], fontsize=7)
+            elif titles[c - 1] is not None:
+                axes[r, c].set_title(titles[c - 1][r], fontsize=6)
+            elif r == 0:
+                axes[r, c].set_title(f"draw {c}", fontsize=8)
     fig.suptitle(f"{version}: {', '.join(recipe) or 'no augmentation'}", fontsize=10)
     fig.tight_layout()
     _save(fig, out)
@@ -129,10 +149,10 @@ def _save(fig: plt.Figure, out: Path) -> None:
     plt.close(fig)
 
 
-def preview_images(prepared: Path, n: int, seed: int) -> torch.Tensor:
+def preview_images(prepared: Path, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = load_split(prepared, "test")
-    g = torch.Generator().manual_seed(seed)
-    return images[torch.randperm(len(labels), generator=g)[:n]]
+    pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n]
+    return images[pick], labels[pick]
 
 
 def curve_rows(p: Params, live: Path) -> list[dict]:
@@ -185,8 +205,10 @@ def render_all(p: Params, live: Path, details: Path, analysis: Path, recipes: Pa
                                  tmp / "confusion" / f"{version}-{backbone}.csv")
         plot_curves(p, live, tmp / "curves.png")
         plot_comparison(load_json(analysis), tmp / "comparison.png")
-        images = preview_images(prepared, p.plots.preview_images, p.plots.preview_seed)
+        images, picked = preview_images(prepared, p.plots.preview_images, p.plots.preview_seed)
+        classes = load_classes(prepared)
         for version in p.versions:
             recipe = load_json(recipes / f"{version}.json")["ops"]
-            plot_preview(p, version, recipe, images, tmp / "previews" / f"{version}.png")
+            plot_preview(p, version, recipe, images, picked, classes,
+                         tmp / "previews" / f"{version}.png")
     print(f"plots: written to {out_dir}/")

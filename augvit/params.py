@@ -76,11 +76,46 @@ class Grayscale(Section):
     p: Prob
 
 
-# Canonical order of the ops: geometric first, then photometric (timm's transforms_factory
-# order). A version lists which ops it uses; they always run in this order.
-AUG_TYPES: dict[str, type[Section]] = {"hflip": HFlip, "crop": Crop, "color_jitter": ColorJitter,
-                                       "blur": Blur, "grayscale": Grayscale}
+class PadCrop(Section):                  # RandomCrop(stored size, padding): the CIFAR crop
+    padding: int = allowed("a whole number of pixels >= 1 (at the stored size)", ge=1)
+    fill: Literal["zero", "reflect"] = allowed("zero (black) or reflect")
+
+
+class RandAugment(Section):              # torchvision RandAugment, 31 magnitude bins
+    num_ops: int = allowed("a whole number >= 1 (ops per image)", ge=1)
+    magnitude: int = allowed("a whole number in [0, 30] (a bin of 31)", ge=0, le=30)
+
+
+class TrivialAugment(Section):           # torchvision TrivialAugmentWide: no settings
+    pass
+
+
+class Erasing(Section):                  # RandomErasing, on the normalized input
+    p: Prob
+    scale: Pair = allowed("[min, max] with 0 < min <= max <= 1 (area fraction)")
+    ratio: Pair = allowed("[min, max] with 0 < min <= max (aspect ratio)")
+    value: Literal["random", "zero"] = allowed("random (normal noise) or zero (mean colour)")
+
+
+class Mixup(Section):
+    alpha: float = allowed("a number > 0 (lambda ~ Beta(alpha, alpha))", gt=0)
+
+
+class CutMix(Section):
+    alpha: float = allowed("a number > 0 (lambda ~ Beta(alpha, alpha))", gt=0)
+
+
+# The ops in the order they run, whatever order a version lists them in: geometric (crop or
+# pad_crop, flip) -> policy (rand_augment or trivial_augment) -> photometric (jitter, blur,
+# grayscale) -> normalize -> erasing -> batch mixing (mixup, cutmix). (timm's transforms_factory
+# order; DeiT's recipe.)
+AUG_TYPES: dict[str, type[Section]] = {
+    "hflip": HFlip, "crop": Crop, "pad_crop": PadCrop, "rand_augment": RandAugment,
+    "trivial_augment": TrivialAugment, "color_jitter": ColorJitter, "blur": Blur,
+    "grayscale": Grayscale, "erasing": Erasing, "mixup": Mixup, "cutmix": CutMix}
 AUG_OPS = tuple(AUG_TYPES)
+# A version may use one op of each of these pairs, not both.
+EXCLUSIVE = (("crop", "pad_crop"), ("rand_augment", "trivial_augment"))
 
 
 # ------------------------------------------------------------------ settings sections
@@ -250,6 +285,9 @@ def _aug(raw: Any, problems: list[str]) -> dict[str, Section | bool]:
     if isinstance(out.get("crop"), Crop):
         _check_range(problems, "aug.crop.scale", out["crop"].scale, hi=1.0)
         _check_range(problems, "aug.crop.ratio", out["crop"].ratio)
+    if isinstance(out.get("erasing"), Erasing):
+        _check_range(problems, "aug.erasing.scale", out["erasing"].scale, hi=1.0)
+        _check_range(problems, "aug.erasing.ratio", out["erasing"].ratio)
     if isinstance(out.get("blur"), Blur):
         _check(problems, out["blur"].kernel_size % 2 == 1, "aug.blur.kernel_size",
                out["blur"].kernel_size, "an odd whole number >= 1")
@@ -280,6 +318,10 @@ def _versions(raw: Any, problems: list[str]) -> dict[str, tuple[str, ...]]:
                                 f"{', '.join(AUG_OPS)}")
         if len(set(ops)) != len(ops):
             problems.append(f"versions.{name}: got {ops!r}; an op may be listed once")
+        for a, b in EXCLUSIVE:
+            if a in ops and b in ops:
+                problems.append(f"versions.{name}: got {ops!r}; {a} and {b} do the same job: "
+                                "list one of them")
         out[name] = tuple(ops)
     return out
 

@@ -22,6 +22,7 @@ import torchmetrics
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from augvit.augment.mixing import MIXING_OPS, mix_batch
 from augvit.data.batches import ArrayBatches, load_classes, load_split
 from augvit.io import StageError, atomic_path, load_json
 from augvit.layout import Run
@@ -59,8 +60,15 @@ class TrainModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         images, labels = batch
-        logits = self(self.net.inputs(images, train=True, gen=self.aug_gen))
-        loss = F.cross_entropy(logits.float(), labels,
+        x = self.net.inputs(images, train=True, gen=self.aug_gen)
+        targets = labels
+        if any(op in self.net.config["recipe"] for op in MIXING_OPS):
+            # soft targets; train accuracy counts the label with the larger weight
+            x, targets, _ = mix_batch(x, labels, len(self.net.config["classes"]),
+                                      self.net.config["recipe"], self.aug_gen)
+            labels = targets.argmax(1)
+        logits = self(x)
+        loss = F.cross_entropy(logits.float(), targets,
                                label_smoothing=self.hparams.label_smoothing)
         if not torch.isfinite(loss):
             c = self.net.config

@@ -6,10 +6,12 @@
 
 Measures, on the same data (CIFAR-10 test images from data/prepared when present, else random
 uint8 images of the same shape) and prints as a table, and writes as JSON:
-  1. augmentation images/s, version_1 recipe, 224x224 output: the notebook's per-image PIL
-     pipeline (one worker = one core) vs the project's batched pipeline (one thread, and all);
+  1. augmentation images/s, the notebook's per-image PIL pipeline (one worker = one core) vs the
+     project's batched pipeline (one thread, and all): version_1 at 224x224, and the DeiT-style
+     recipe (pad_crop, hflip, rand_augment, erasing, mixup/cutmix) at 224x224 and 32x32;
   2. training-step images/s for the default 32x32 ViT and ViT-B/16 at 224 (random init, frozen
-     backbone as in the notebook): model only, the project's data path, the notebook's path;
+     backbone as in the notebook), with each recipe: model only, the project's data path, the
+     notebook's path;
   3. wall time of a no-op `dvc repro` (everything cached), when run inside the project.
 """
 from __future__ import annotations
@@ -28,10 +30,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
+from torchvision.transforms import v2 as T2
 
 from augvit.augment import build_inputs
+from augvit.augment.mixing import MIXING_OPS, mix_batch
 from augvit.model import ViTClassifier, vit_config
-from augvit.params import load_params
+from augvit.params import load_params, plain
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -45,6 +49,38 @@ def notebook_transform(size: int) -> T.Compose:
         T.Resize(size), T.RandomHorizontalFlip(), T.RandomResizedCrop(size),
         T.ColorJitter(0.2, 0.2, 0.2, 0.2), T.GaussianBlur(3), T.RandomGrayscale(0.2),
         T.ToTensor()])   # the notebook did not normalize train inputs
+
+
+def notebook_deit_transform(size: int) -> T.Compose:
+    """The DeiT-style recipe as a notebook would write it: per PIL image, at the model's size
+    (resized first, as the notebook did), with the same settings as params.yaml's."""
+    head = [T.Resize(size)] if size != 32 else []
+    return T.Compose([*head, T.RandomCrop(size, padding=4 * size // 32),
+                      T.RandomHorizontalFlip(), T.RandAugment(2, 9), T.ToTensor(),
+                      T.Normalize(MEAN, STD), T.RandomErasing(0.25, value="random")])
+
+
+NOTEBOOK_MIX = T2.RandomChoice([T2.MixUp(alpha=0.8, num_classes=10),
+                                T2.CutMix(alpha=1.0, num_classes=10)])
+DEIT_OPS = ("hflip", "pad_crop", "rand_augment", "erasing", "mixup", "cutmix")
+
+
+def project_path(recipe: dict, size: int, gen: torch.Generator):
+    """The project's data path for a uint8 batch: build_inputs, then batch mixing if any."""
+    mixing = any(op in recipe for op in MIXING_OPS)
+
+    def run(u8: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = build_inputs(u8, recipe, size, MEAN, STD, gen)
+        return mix_batch(x, y, 10, recipe, gen)[0] if mixing else x
+    return run
+
+
+def notebook_path(tf: T.Compose, mixing: bool):
+    """The per-image path: the transform image by image, stacked, then v2's batch mixing."""
+    def run(pil: list, y: torch.Tensor) -> torch.Tensor:
+        x = torch.stack([tf(im) for im in pil])
+        return NOTEBOOK_MIX(x, y)[0] if mixing else x
+    return run
 
 
 def load_images(n: int) -> np.ndarray:
@@ -80,34 +116,34 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1, sync=None) -> dict:
     return {name: float(np.median(v)) for name, v in samples.items()}
 
 
-def bench_augment(images: np.ndarray, recipe: dict, batch: int, repeats: int,
-                  device: torch.device) -> dict:
+def bench_augment(images: np.ndarray, recipe: dict, tf: T.Compose, size: int, batch: int,
+                  repeats: int, device: torch.device) -> dict:
+    """Augmentation images/s: the per-image notebook path (1 core) vs the project's."""
     pil = [Image.fromarray(im.transpose(1, 2, 0)) for im in images[:batch]]
-    tf = notebook_transform(224)
     x = torch.from_numpy(images[:batch]).to(device)
-    gen = torch.Generator()
+    y = torch.randint(0, 10, (batch,), device=device)
+    ours = project_path(recipe, size, torch.Generator())
+    nb = notebook_path(tf, any(op in recipe for op in MIXING_OPS))
+    y_cpu = y.cpu()
     sync = torch.cuda.synchronize if device.type == "cuda" else None
-    out = {"batch": batch}
+    out = {"batch": batch, "size": size}
     if device.type == "cpu":   # per core: both pipelines on one thread
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        t = interleaved({"nb": lambda: [tf(im) for im in pil],
-                         "ours": lambda: build_inputs(x, recipe, 224, MEAN, STD, gen)}, repeats)
+        t = interleaved({"nb": lambda: nb(pil, y_cpu), "ours": lambda: ours(x, y)}, repeats)
         torch.set_num_threads(threads)
         out.update(notebook_pil_1core=batch / t["nb"], batched_cpu_1thread=batch / t["ours"],
                    cpu_threads=threads)
     else:
-        out["notebook_pil_1core"] = batch / interleaved(
-            {"nb": lambda: [tf(im) for im in pil]}, 3)["nb"]
-    tn = interleaved({"ours": lambda: build_inputs(x, recipe, 224, MEAN, STD, gen)}, repeats,
-                     sync=sync)["ours"]
+        out["notebook_pil_1core"] = batch / interleaved({"nb": lambda: nb(pil, y_cpu)}, 3)["nb"]
+    tn = interleaved({"ours": lambda: ours(x, y)}, repeats, sync=sync)["ours"]
     out[f"batched_{device.type}"] = batch / tn
     out["augment_ms_per_batch"] = 1000 * tn
     return out
 
 
-def bench_train_step(name: str, cfg: dict, images: np.ndarray, recipe: dict, batch: int,
-                     repeats: int, device: torch.device, freeze: bool) -> dict:
+def bench_train_step(name: str, cfg: dict, images: np.ndarray, recipe: dict, tf: T.Compose,
+                     batch: int, repeats: int, device: torch.device, freeze: bool) -> dict:
     """images/s of one optimizer step: model only / project data path / notebook data path."""
     size = cfg["image_size"]
     model = ViTClassifier(vit_config=cfg, classes=[str(k) for k in range(10)], recipe=recipe,
@@ -117,9 +153,10 @@ def bench_train_step(name: str, cfg: dict, images: np.ndarray, recipe: dict, bat
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-4)
     u8 = torch.from_numpy(images[:batch]).to(device)
     y = torch.randint(0, 10, (batch,), device=device)
-    ready = build_inputs(u8, recipe, size, MEAN, STD, gen)
+    ours = project_path(recipe, size, gen)
+    ready = ours(u8, y)
     pil = [Image.fromarray(im.transpose(1, 2, 0)) for im in images[:batch]]
-    tf = notebook_transform(size)
+    nb = notebook_path(tf, any(op in recipe for op in MIXING_OPS))
     sync = torch.cuda.synchronize if device.type == "cuda" else None
 
     def step(x: torch.Tensor, bf16: bool = device.type == "cuda") -> None:
@@ -130,9 +167,9 @@ def bench_train_step(name: str, cfg: dict, images: np.ndarray, recipe: dict, bat
         opt.step()
 
     paths = {"model": lambda: step(ready),
-             "project": lambda: step(model.inputs(u8, train=True, gen=gen)),
-             "notebook": lambda: step(torch.stack([tf(im) for im in pil]).to(device)),
-             "augment": lambda: model.inputs(u8, train=True, gen=gen)}
+             "project": lambda: step(ours(u8, y)),
+             "notebook": lambda: step(nb(pil, y.cpu()).to(device)),
+             "augment": lambda: ours(u8, y)}
     if device.type == "cpu":       # does bf16 autocast pay on this CPU (AVX-512/AMX)?
         paths["model_bf16"] = lambda: step(ready, bf16=True)
     t = interleaved(paths, repeats, sync=sync)
@@ -175,22 +212,23 @@ def machine() -> dict:
 
 def print_table(res: dict) -> None:
     print(f"\nmachine: {res['machine']}")
-    for dev, a in res["augment"].items():
-        print(f"\n[augmentation, version_1 recipe, 224x224 output, {dev}, batch {a['batch']}]")
+    for key, a in res["augment"].items():
+        dev, name, _ = key.split("/")
+        print(f"\n[augmentation, {name} recipe, {a['size']}x{a['size']} output, {dev}, "
+              f"batch {a['batch']}]")
         print(f"  notebook per-image PIL, 1 core : {a['notebook_pil_1core']:10.0f} img/s")
         if "batched_cpu_1thread" in a:
             r = a["batched_cpu_1thread"] / a["notebook_pil_1core"]
             print(f"  project batched, 1 thread      : {a['batched_cpu_1thread']:10.0f} img/s"
                   f"   ({r:.1f}x per core)")
-        key = f"batched_{dev}"
-        print(f"  project batched, {dev:<14}: {a[key]:10.0f} img/s"
+        print(f"  project batched, {dev:<14}: {a[f'batched_{dev}']:10.0f} img/s"
               f"   ({a['augment_ms_per_batch']:.1f} ms/batch)")
     print("\n[training step, images/s]")
-    print(f"  {'model':<24}{'dev':<6}{'batch':>6}{'model only':>12}{'project':>10}"
+    print(f"  {'model, recipe':<34}{'dev':<6}{'batch':>6}{'model only':>12}{'project':>10}"
           f"{'notebook':>10}{'proj/nb':>9}{'data share':>11}{'aug share':>10}")
     for t in res["train_step"]:
-        print(f"  {t['model']:<24}{t['device']:<6}{t['batch']:>6}{t['model_only']:>12.1f}"
-              f"{t['project_path']:>10.1f}{t['notebook_path']:>10.1f}"
+        print(f"  {t['model'] + ', ' + t['recipe']:<34}{t['device']:<6}{t['batch']:>6}"
+              f"{t['model_only']:>12.1f}{t['project_path']:>10.1f}{t['notebook_path']:>10.1f}"
               f"{t['project_path'] / t['notebook_path']:>8.1f}x"
               f"{100 * t['data_path_share_of_step']:>10.1f}%"
               f"{100 * t['augment_share_of_step']:>9.1f}%")
@@ -218,24 +256,31 @@ def main(argv: list[str] | None = None) -> None:
     images = load_images(64 if quick else 512)
     res: dict = {"machine": machine(), "quick": quick, "augment": {}, "train_step": []}
     params = load_params(ROOT / "params.yaml")
-    recipe = params.recipe("version_1")
+    recipes = {"version_1": (params.recipe("version_1"), notebook_transform),
+               "deit": ({op: plain(params.aug[op]) for op in DEIT_OPS}, notebook_deit_transform)}
     small_cfg = vit_config(params.model, num_labels=10)
     for dev in devices:
         gpu = dev.type == "cuda"
-        res["augment"][dev.type] = bench_augment(
-            images, recipe, 256 if gpu else (16 if quick else 128),
-            2 if quick else (20 if gpu else 5), dev)
+        batch = 256 if gpu else (16 if quick else 128)
+        reps = 2 if quick else (20 if gpu else 5)
+        for name, size in (("version_1", 224), ("deit", 224), ("deit", 32)):
+            recipe, tf = recipes[name]
+            res["augment"][f"{dev.type}/{name}/{size}"] = bench_augment(
+                images, recipe, tf(size), size, batch, reps, dev)
         print(f"augment on {dev.type} done", file=sys.stderr)
-        runs = [("vit-small-32 (default)", small_cfg, 256 if gpu else (16 if quick else 128),
-                 False)]
+        runs = [("vit-small-32 (default)", small_cfg, batch, False, "version_1"),
+                ("vit-small-32 (default)", small_cfg, batch, False, "deit")]
         if not quick or gpu:
-            runs.append(("ViT-B/16-224 frozen", VIT_B16, 256 if gpu else 8, True))
-        for name, cfg, batch, freeze in runs:
+            runs += [("ViT-B/16-224 frozen", VIT_B16, 256 if gpu else 8, True, "version_1"),
+                     ("ViT-B/16-224 frozen", VIT_B16, 256 if gpu else 8, True, "deit")]
+        for name, cfg, b, freeze, rname in runs:
             steps = 1 if quick else (20 if gpu else (30 if cfg is small_cfg else 4))
-            r = bench_train_step(name, cfg, images, recipe, batch, steps, dev, freeze)
-            r["device"] = dev.type
+            recipe, tf = recipes[rname]
+            r = bench_train_step(name, cfg, images, recipe, tf(cfg["image_size"]), b, steps,
+                                 dev, freeze)
+            r.update(device=dev.type, recipe=rname)
             res["train_step"].append(r)
-            print(f"train step {name} on {dev.type} done", file=sys.stderr)
+            print(f"train step {name}, {rname} on {dev.type} done", file=sys.stderr)
     res["noop_repro"] = ({"skipped": "--no-repro"} if args.no_repro else bench_noop_repro())
     print_table(res)
     if args.out:

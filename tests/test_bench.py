@@ -18,8 +18,10 @@ def test_benchmark_runs_on_tiny_sizes(tmp_path):
                         str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(out.read_text())
-    aug = res["augment"]["cpu"]
-    assert aug["notebook_pil_1core"] > 0 and aug["batched_cpu_1thread"] > 0
+    assert set(res["augment"]) == {"cpu/version_1/224", "cpu/deit/224", "cpu/deit/32"}
+    for aug in res["augment"].values():
+        assert aug["notebook_pil_1core"] > 0 and aug["batched_cpu_1thread"] > 0
+    assert {t["recipe"] for t in res["train_step"]} == {"version_1", "deit"}
     step = res["train_step"][0]
     assert step["model_only"] > 0 and step["project_path"] > 0 and step["notebook_path"] > 0
     assert "model_only_cpu_bf16_autocast" in step

@@ -28,6 +28,20 @@ def test_augmentation_runs_on_the_gpu_with_the_cpus_draws():
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
 
 
+DEIT = {"hflip": {"p": 0.5}, "pad_crop": {"padding": 4, "fill": "zero"},
+        "rand_augment": {"num_ops": 2, "magnitude": 9},
+        "erasing": {"p": 0.25, "scale": [0.02, 0.33], "ratio": [0.3, 3.3], "value": "zero"}}
+
+
+def test_the_deit_recipe_runs_on_the_gpu_with_the_cpus_draws():
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    cpu = build_inputs(x, DEIT, 224, (0.5,) * 3, (0.5,) * 3, torch.Generator().manual_seed(0))
+    gpu = build_inputs(x.cuda(), DEIT, 224, (0.5,) * 3, (0.5,) * 3,
+                       torch.Generator().manual_seed(0))
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
+
+
 def test_data_lives_on_the_gpu_and_a_bf16_epoch_trains(work):
     from augvit.data.batches import load_classes
     classes = load_classes(work / "prepared")

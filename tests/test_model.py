@@ -104,3 +104,14 @@ def test_bf16_autocast_is_chosen_only_on_cuda(monkeypatch):
     assert resolve_precision("32-true", "auto") == "32-true"         # an explicit choice stays
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_precision("auto", "auto") == "32-true"
+
+
+def test_a_mixing_recipe_trains_on_soft_targets():
+    recipe = {"hflip": {"p": 0.5}, "mixup": {"alpha": 0.8}, "cutmix": {"alpha": 1.0}}
+    m = TrainModule(net=net(recipe=recipe), lr=1e-3, weight_decay=0.05, warmup_steps=0,
+                    total_steps=1, label_smoothing=0.1)
+    m.on_train_epoch_start()
+    images = torch.randint(0, 255, (8, 3, 16, 16), dtype=torch.uint8)
+    loss = m.training_step((images, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])), 0)
+    assert torch.isfinite(loss) and loss.requires_grad
+    assert 0.0 <= m.train_acc.compute().item() <= 1.0

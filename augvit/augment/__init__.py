@@ -35,9 +35,15 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from augvit.augment.color import (uniform, color_and_normalize, grayscale_draws,
-                                  random_color_jitter)
-from augvit.augment.geometry import apply_linear, crop_params, resample_matrices
+from augvit.augment.color import (color_and_normalize, grayscale_draws, random_color_jitter,
+                                  uniform)
+from augvit.augment.erasing import erase, erasing_boxes
+from augvit.augment.geometry import (apply_linear, crop_params, pad_crop_params,
+                                     resample_matrices, shift_and_flip)
+from augvit.augment.policy import apply_policy, policy_draws
+
+
+POLICIES = ("rand_augment", "trivial_augment")
 
 
 def build_inputs(images: torch.Tensor, recipe: Mapping[str, Mapping], size: int,
@@ -46,7 +52,8 @@ def build_inputs(images: torch.Tensor, recipe: Mapping[str, Mapping], size: int,
     """uint8 (B,3,h,w) at the stored size -> normalized float (B,3,size,size) model inputs.
 
     `recipe` maps op name -> settings (params.yaml's `aug` entries of one version); {} is the
-    evaluation path. Ops run in a fixed order whatever the recipe lists.
+    evaluation path. Ops run in a fixed order whatever the recipe lists. Batch mixing (mixup,
+    cutmix) needs the labels and runs after this, in training (augvit/augment/mixing.py).
     """
     if recipe and gen is None:
         raise ValueError("build_inputs: a non-empty recipe needs a torch.Generator for its draws")
@@ -55,6 +62,25 @@ def build_inputs(images: torch.Tensor, recipe: Mapping[str, Mapping], size: int,
     # A flip commutes with every per-pixel op; it is folded into the resample (reversed columns).
     flips = (torch.rand(n, generator=gen) < recipe["hflip"]["p"]) if "hflip" in recipe else None
     boxes = crop_params(gen, n, height, width, **recipe["crop"]) if "crop" in recipe else None
+    pad = recipe.get("pad_crop")
+    if pad:
+        boxes = pad_crop_params(gen, n, height, width, pad["padding"])
+    policy = next((op for op in POLICIES if op in recipe), None)
+    if pad or policy:
+        # The documented order, exactly: the geometric ops first, at the stored size (for
+        # pad_crop and flip an exact integer shift and mirror, with torchvision's black or
+        # reflected border), then the policy there. RandomResizedCrop with a policy is resampled
+        # to the stored size here and then again to the model's size (a second interpolation).
+        if pad:                       # integer shifts and a mirror: gathers, no matmuls
+            x = shift_and_flip(x, boxes, flips, pad["padding"], pad["fill"] == "reflect")
+            boxes = flips = None
+        elif boxes is not None or flips is not None:
+            my, mx = resample_matrices(n, height, width, height, boxes, device=x.device,
+                                       flips=flips)
+            x = apply_linear(x, my, mx)
+            boxes = flips = None
+        if policy:
+            x = apply_policy(x, policy_draws(gen, n, policy, recipe[policy], height, width))
     if "color_jitter" in recipe:
         x = random_color_jitter(x, gen, **recipe["color_jitter"])
     gray = grayscale_draws(gen, n, **recipe["grayscale"]) if "grayscale" in recipe else None
@@ -66,8 +92,13 @@ def build_inputs(images: torch.Tensor, recipe: Mapping[str, Mapping], size: int,
     if "blur" in recipe:
         lo, hi = recipe["blur"]["sigma"]
         sigma, k = uniform(gen, n, lo, hi), recipe["blur"]["kernel_size"]
-    if boxes is None and sigma is None and flips is None and (height, width) == (size, size):
-        return x
-    # Flip + crop + resize (+ blur at the output size): one linear map per axis and image.
-    my, mx = resample_matrices(n, height, width, size, boxes, sigma, k, x.device, flips)
-    return apply_linear(x, my, mx)                               # (B,3,size,size)
+    if boxes is not None or sigma is not None or flips is not None or \
+            (height, width) != (size, size):
+        # Flip + crop + resize (+ blur at the output size): one linear map per axis and image.
+        my, mx = resample_matrices(n, height, width, size, boxes, sigma, k, x.device, flips)
+        x = apply_linear(x, my, mx)                              # (B,3,size,size)
+    if "erasing" in recipe:
+        e = recipe["erasing"]
+        boxes = erasing_boxes(gen, n, size, size, e["p"], e["scale"], e["ratio"])
+        x = erase(x, boxes, e["value"], gen)
+    return x
