@@ -1,5 +1,5 @@
-"""The test set through a trained model: accuracy and loss (the run's metrics), and per-class
-accuracy, the confusion matrix and every image's prediction (data for the plots).
+"""The test set through a trained model: accuracy (the run's metric), and its loss, per-class
+accuracy, confusion matrix and every image's prediction (data for the summary and the plots).
 
 Plain torch (no Lightning, no torchmetrics): this runs once per run, so its start-up counts,
 and a confusion matrix is one bincount.
@@ -37,10 +37,11 @@ def evaluate(model_path: Path, prepared: Path, batch_size: int,
         confusion += torch.bincount(y * n + pred, minlength=n * n)
     matrix = confusion.view(n, n).cpu()
     per_class = matrix.diag() / matrix.sum(1).clamp(min=1)
-    # Metrics: two scalars per run, so `dvc exp show` stays a table; the rest is plot data.
-    metrics = {"acc": round(matrix.diag().sum().item() / len(labels), 6),
-               "loss": round(loss_sum.item() / len(labels), 6)}
+    # The run's metric is one number, so that `dvc exp show` stays a table however many runs
+    # the study has; the loss (its mean per version is a summary metric) and the rest are data.
+    metrics = {"acc": round(matrix.diag().sum().item() / len(labels), 6)}
     details = {"version": model.config["version"], "seed": model.config["seed"],
+               "loss": round(loss_sum.item() / len(labels), 6),
                "classes": classes, "n_test": len(labels),
                "per_class_acc": [round(v, 6) for v in per_class.tolist()],
                "confusion": matrix.tolist(),             # rows: actual class, columns: predicted

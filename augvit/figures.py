@@ -7,9 +7,13 @@ Data (DVC draws them: `dvc plots show`, and `dvc plots diff` overlays experiment
   plots/per_class.json           test accuracy per class and version (mean over seeds)
   plots/confusion/<group>.csv    one row per test image (actual, predicted) of the group's first
                                  seed: DVC's confusion template counts them
+  plots/size_effect.json         each version minus the baseline (pp, paired 95% CI) per train
+                                 size
 Pictures:
   plots/curves.png               the same curves with the seeds' min..max band
-  plots/comparison.png           test accuracy per version with its 95% CI
+  plots/comparison.png           test accuracy per version with its 95% CI, and each version
+                                 minus the baseline (paired 95% CI, Holm marked)
+  plots/size_effect.png          each version minus the baseline against the train size
   plots/previews/<version>.png   the same test images: original beside augmented draws (mixed
                                  draws titled by their label weights)
 """
@@ -33,6 +37,7 @@ from augvit.data.batches import load_classes, load_split  # noqa: E402
 from augvit.io import atomic_path, load_json  # noqa: E402
 from augvit.layout import BACKBONE_LABELS, Run, group_label, groups  # noqa: E402
 from augvit.params import Params  # noqa: E402
+from augvit.report import size_effect_rows  # noqa: E402
 
 
 def read_tsv(path: Path) -> dict[int, float]:
@@ -48,49 +53,108 @@ def run_curves(run_dir: Path, metric: str) -> np.ndarray:
     return np.array([values[s] for s in sorted(values)])
 
 
+def group_curves(p: Params, live: Path, version: str, backbone: str, size: int,
+                 metric: str) -> np.ndarray:
+    """(seeds, epochs) validation curve of one group."""
+    runs = [run_curves(Run(version, backbone, size, s).path(live), metric)
+            for s in p.study.seeds]
+    n = min(len(r) for r in runs)
+    return np.stack([r[:n] for r in runs])
+
+
 def plot_curves(p: Params, live: Path, out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for vi, version in enumerate(p.versions):
-        for backbone in p.study.backbones:
-            for ax, metric in zip(axes, ("acc", "loss")):
-                runs = [run_curves(Run(version, backbone, s).path(live), metric)
-                        for s in p.study.seeds]
-                n = min(len(r) for r in runs)
-                stack = np.stack([r[:n] for r in runs])
-                epochs = np.arange(1, n + 1)
-                style = "--" if backbone == "frozen" else "-"
-                c = colors[vi % len(colors)]
-                ax.plot(epochs, stack.mean(0), style, color=c, marker="o",
-                        label=group_label(version, backbone, p.study.backbones))
-                if len(runs) > 1:
-                    ax.fill_between(epochs, stack.min(0), stack.max(0), color=c, alpha=0.15)
+    styles = ["-", "--", ":", "-."]
+    for gi, (version, backbone, size) in enumerate(groups(p)):
+        c = colors[list(p.versions).index(version) % len(colors)]
+        style = styles[(p.study.backbones.index(backbone) * len(p.study.train_sizes)
+                        + p.study.train_sizes.index(size)) % len(styles)]
+        for ax, metric in zip(axes, ("acc", "loss")):
+            stack = group_curves(p, live, version, backbone, size, metric)
+            epochs = np.arange(1, stack.shape[1] + 1)
+            ax.plot(epochs, stack.mean(0), style, color=c, marker="o", markersize=3,
+                    label=group_label(p, version, backbone, size))
+            if len(stack) > 1:
+                ax.fill_between(epochs, stack.min(0), stack.max(0), color=c, alpha=0.12)
     for ax, name in zip(axes, ("validation accuracy", "validation loss")):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.set_title(f"{name} (mean of {len(p.study.seeds)} seed(s); band: min..max)")
+        ax.set_title(f"{name} (mean of {len(p.study.seeds)} seed(s); band: min..max)",
+                     fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     _save(fig, out)
 
 
-def plot_comparison(analysis: dict, out: Path) -> None:
+def plot_comparison(analysis: dict, baseline: str, out: Path) -> None:
+    """Left: test accuracy per group with its 95% CI. Right: each version minus the baseline
+    (paired by seed) with its 95% CI; filled markers hold after Holm's adjustment."""
     rows = list(analysis.values())
-    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(rows)), 4))
-    for k, g in enumerate(rows):
-        a = g["test_acc"]
-        mean = 100 * a["mean"]
-        err = None if a["ci95"] is None else [[mean - 100 * a["ci95"][0]],
-                                              [100 * a["ci95"][1] - mean]]
-        ax.errorbar(k, mean, yerr=err, fmt="o", capsize=6,
-                    color="tab:orange" if g["backbone"] == "frozen" else "tab:blue")
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([f"{g['version']}\n{BACKBONE_LABELS[g['backbone']]}" for g in rows])
-    ax.set_ylabel("test accuracy (%)")
+    diffs = [g for g in rows if "acc_diff_vs_baseline" in g]
+    fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.1 * len(rows) + 4), 4.2),
+                             gridspec_kw={"width_ratios": [len(rows), max(1, len(diffs))]})
+
+    def label(g: dict) -> str:
+        many = len({(r["backbone"], r["train_size"]) for r in rows}) > 1
+        return g["version"] + (f"\n{BACKBONE_LABELS[g['backbone']]}, n={g['train_size']}"
+                               if many else "")
+
+    for ax, items, key, scale in ((axes[0], rows, "test_acc", 100),
+                                  (axes[1], diffs, "acc_diff_vs_baseline", 100)):
+        for k, g in enumerate(items):
+            c = g[key]
+            mean = scale * c["mean"]
+            err = None if c["ci95"] is None else [[mean - scale * c["ci95"][0]],
+                                                  [scale * c["ci95"][1] - mean]]
+            holds = key != "test_acc" and c["holds_after_holm"]
+            ax.errorbar(k, mean, yerr=err, fmt="o", capsize=5, color="tab:blue",
+                        markerfacecolor="tab:blue" if holds or key == "test_acc" else "white")
+        ax.set_xticks(range(len(items)), [label(g) for g in items], fontsize=8, rotation=30,
+                      ha="right")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
     n = rows[0]["test_acc"]["n"] if rows else 0
-    ax.set_title(f"Test accuracy, mean and 95% CI over {n} seed(s)")
-    ax.grid(axis="y", alpha=0.3)
+    axes[0].set_title(f"Test accuracy, mean and 95% CI over {n} seed(s)", fontsize=10)
+    axes[1].axhline(0, color="grey", lw=1)
+    axes[1].set_ylabel(f"difference to {baseline} (pp)")
+    axes[1].set_title("vs baseline, paired (filled: holds after Holm)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_size_effect(rows: list[dict], baseline: str, out: Path) -> None:
+    """Each version's paired difference to the baseline against the train size, with 95% CIs:
+    where augmentation pays and where it costs."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    keys = sorted({(r["version"], r["backbone"]) for r in rows}, key=lambda k: k[0])
+    sizes = sorted({r["train_size"] for r in rows})
+    for k, (version, backbone) in enumerate(keys):
+        pts = sorted((r for r in rows if (r["version"], r["backbone"]) == (version, backbone)),
+                     key=lambda r: r["train_size"])
+        x = np.array([r["train_size"] for r in pts], dtype=float)
+        x *= 1 + 0.025 * (k - (len(keys) - 1) / 2)          # side by side at each size
+        y = np.array([r["diff"] for r in pts])
+        err = np.array([[r["diff"] - r["diff_low"] for r in pts],
+                        [r["diff_high"] - r["diff"] for r in pts]])
+        name = version if len({b for _, b in keys}) == 1 else f"{version} ({backbone})"
+        line = ax.errorbar(x, y, yerr=None if np.isnan(err).all() else err, marker="o",
+                           capsize=4, label=name)
+        for xi, yi, r in zip(x, y, pts):
+            if not r["holds"]:
+                ax.plot(xi, yi, "o", color="white", markeredgecolor=line[0].get_color(),
+                        zorder=3)
+    ax.axhline(0, color="grey", lw=1)
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("train images (log scale)")
+    ax.set_ylabel(f"test accuracy minus {baseline} (pp)")
+    ax.set_title("What each version adds over the control, by data size\n(paired 95% CI; "
+                 "filled: holds after Holm)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, out)
 
@@ -156,27 +220,26 @@ def preview_images(prepared: Path, n: int, seed: int) -> tuple[torch.Tensor, tor
 
 
 def curve_rows(p: Params, live: Path) -> list[dict]:
-    """plots/curves.json: per version (and backbone) and epoch, the seeds' mean."""
+    """plots/curves.json: per group and epoch, the seeds' mean."""
     rows = []
-    for version, backbone in groups(p):
-        runs = {m: [run_curves(Run(version, backbone, s).path(live), m) for s in p.study.seeds]
+    for version, backbone, size in groups(p):
+        mean = {m: group_curves(p, live, version, backbone, size, m).mean(0)
                 for m in ("acc", "loss")}
-        n = min(len(r) for r in runs["acc"] + runs["loss"])
-        mean = {m: np.mean([r[:n] for r in runs[m]], axis=0) for m in runs}
-        label = group_label(version, backbone, p.study.backbones)
+        n = min(len(mean["acc"]), len(mean["loss"]))
+        label = group_label(p, version, backbone, size)
         rows += [{"epoch": e + 1, "version": label, "val_acc": round(float(mean["acc"][e]), 5),
                   "val_loss": round(float(mean["loss"][e]), 5)} for e in range(n)]
     return rows
 
 
 def per_class_rows(p: Params, details: Path) -> list[dict]:
-    """plots/per_class.json: per version (and backbone) and class, the seeds' mean accuracy."""
+    """plots/per_class.json: per group and class, the seeds' mean accuracy."""
     rows = []
-    for version, backbone in groups(p):
-        runs = [load_json(Run(version, backbone, s).path(details, ".json"))
+    for version, backbone, size in groups(p):
+        runs = [load_json(Run(version, backbone, size, s).path(details, ".json"))
                 for s in p.study.seeds]
         acc = np.mean([r["per_class_acc"] for r in runs], axis=0)
-        label = group_label(version, backbone, p.study.backbones)
+        label = group_label(p, version, backbone, size)
         rows += [{"class": c, "version": label, "acc": round(float(a), 5)}
                  for c, a in zip(runs[0]["classes"], acc)]
     return rows
@@ -194,17 +257,21 @@ def write_confusion_rows(details: dict, labels: np.ndarray, out: Path) -> None:
 def render_all(p: Params, live: Path, details: Path, analysis: Path, recipes: Path,
                prepared: Path, out_dir: Path) -> None:
     """Every plot of the study into out_dir (atomically, as one folder)."""
+    study = load_json(analysis)
     with atomic_path(out_dir) as tmp:
         (tmp / "confusion").mkdir(parents=True)
         (tmp / "curves.json").write_text(json.dumps(curve_rows(p, live)) + "\n")
         (tmp / "per_class.json").write_text(json.dumps(per_class_rows(p, details)) + "\n")
+        effect = size_effect_rows(study)
+        (tmp / "size_effect.json").write_text(json.dumps(effect) + "\n")
         labels = load_split(prepared, "test")[1].numpy()
-        for version, backbone in groups(p):
-            first = Run(version, backbone, p.study.seeds[0])
+        for version, backbone, size in groups(p):
+            first = Run(version, backbone, size, p.study.seeds[0])
             write_confusion_rows(load_json(first.path(details, ".json")), labels,
-                                 tmp / "confusion" / f"{version}-{backbone}.csv")
+                                 tmp / "confusion" / f"{version}-{backbone}-n{size}.csv")
         plot_curves(p, live, tmp / "curves.png")
-        plot_comparison(load_json(analysis), tmp / "comparison.png")
+        plot_comparison(study, p.study.baseline, tmp / "comparison.png")
+        plot_size_effect(effect, p.study.baseline, tmp / "size_effect.png")
         images, picked = preview_images(prepared, p.plots.preview_images, p.plots.preview_seed)
         classes = load_classes(prepared)
         for version in p.versions:

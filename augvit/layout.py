@@ -1,9 +1,9 @@
 """The study's runs and where their files live: defined once, used by every stage and test.
 
-A run is one version x backbone setting x seed. Its files sit at `<root>/<version>/<backbone>/
-seed<k><suffix>` under each output root that dvc.yaml names (models/, dvclive/, metrics/runs/,
-eval/); dvc.yaml writes the same pattern from its matrix items, and tests/test_layout.py checks
-that DVC's resolved stages and this module agree.
+A run is one version x backbone setting x train size x seed. Its files sit at
+`<root>/<version>/<backbone>/n<size>/seed<k><suffix>` under each output root that dvc.yaml names
+(models/, dvclive/, metrics/runs/, eval/); dvc.yaml writes the same pattern from its matrix
+items, and tests/test_dvc_yaml.py checks that DVC's resolved stages and this module agree.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ BACKBONE_LABELS = {"finetuned": "fine-tuned", "frozen": "frozen"}
 class Run:
     version: str
     backbone: str          # "finetuned" | "frozen"
+    size: int              # train images: the first `size` of the prepared (stratified) order
     seed: int
 
     @property
@@ -28,7 +29,7 @@ class Run:
     @property
     def group(self) -> str:
         """The runs that differ only by seed: one row of the study's table."""
-        return f"{self.version}/{self.backbone}"
+        return f"{self.version}/{self.backbone}/n{self.size}"
 
     @property
     def id(self) -> str:
@@ -40,19 +41,25 @@ class Run:
     @property
     def stage_suffix(self) -> str:
         """DVC's name for this run's matrix stages: train@<suffix>, evaluate@<suffix>."""
-        return f"{self.version}-{self.backbone}-{self.seed}"
+        return f"{self.version}-{self.backbone}-{self.size}-{self.seed}"
 
 
 def runs(p: Params) -> list[Run]:
     """Every run of the study, in the order of params.yaml's versions and axes."""
-    return [Run(v, b, s) for v in p.versions for b in p.study.backbones for s in p.study.seeds]
+    return [Run(v, b, n, s) for v, b, n in groups(p) for s in p.study.seeds]
 
 
-def groups(p: Params) -> list[tuple[str, str]]:
-    """(version, backbone) of every group, in params order."""
-    return [(v, b) for v in p.versions for b in p.study.backbones]
+def groups(p: Params) -> list[tuple[str, str, int]]:
+    """(version, backbone, train size) of every group, in params order."""
+    return [(v, b, n) for v in p.versions for b in p.study.backbones
+            for n in p.study.train_sizes]
 
 
-def group_label(version: str, backbone: str, backbones: list[str] | tuple[str, ...]) -> str:
-    """'version_1', or 'version_1 (frozen)' when the study has more than one backbone setting."""
-    return version if len(backbones) == 1 else f"{version} ({BACKBONE_LABELS[backbone]})"
+def group_label(p: Params, version: str, backbone: str, size: int) -> str:
+    """'version_1', with ' (frozen)' and ', 5000 images' where the study varies those."""
+    label = version
+    if len(p.study.backbones) > 1:
+        label += f" ({BACKBONE_LABELS[backbone]})"
+    if len(p.study.train_sizes) > 1:
+        label += f", {size} images"
+    return label

@@ -7,7 +7,8 @@ ranges); what relates two fields (a patch size that divides the image size, a ba
 one of the versions) is checked here once the fields themselves are valid.
 
 Sections: data, aug (each op's settings, or false), versions (which ops each version uses),
-study (the axes: seeds, backbone settings; and the baseline version), model, train, eval, plots.
+study (the axes: seeds, backbone settings, train sizes; and the baseline version), model, train,
+eval, plots.
 """
 from __future__ import annotations
 
@@ -126,14 +127,16 @@ class DataParams(Section):
                                  pattern=r"^[0-9a-f]{64}$")
     image_size: int = allowed("a whole number >= 8", ge=8)
     val_fraction: float = allowed("a number in (0, 1)", gt=0, lt=1)
-    train_size: int | None = allowed("null (all) or a whole number >= 1", ge=1)
     seed: int = allowed("a whole number")
 
 
 class StudyParams(Section):
-    """The study's axes (one run per version x backbone x seed) and its baseline."""
+    """The study's axes (one run per version x backbone x train size x seed) and its baseline."""
     baseline: str = allowed("one of the versions")
     seeds: list[int] = allowed("a non-empty list of distinct whole numbers", min_length=1)
+    train_sizes: list[Annotated[int, Field(ge=1)]] = allowed(
+        "a non-empty list of distinct whole numbers >= 1 (images of the train split; a smaller "
+        "size is a subset of a larger one)", min_length=1)
     backbones: list[Literal["finetuned", "frozen"]] = allowed(
         "a non-empty list of distinct settings: [finetuned], [frozen] or [finetuned, frozen]",
         min_length=1)
@@ -340,6 +343,8 @@ def _relations(s: dict[str, Any], versions: dict, problems: list[str]) -> None:
     if st := s.get("study"):
         _check(problems, len(set(st.seeds)) == len(st.seeds), "study.seeds", st.seeds,
                "a non-empty list of distinct whole numbers")
+        _check(problems, len(set(st.train_sizes)) == len(st.train_sizes), "study.train_sizes",
+               st.train_sizes, "a non-empty list of distinct whole numbers >= 1")
         _check(problems, len(set(st.backbones)) == len(st.backbones), "study.backbones",
                st.backbones, "a non-empty list of distinct settings: [finetuned], [frozen] or "
                "[finetuned, frozen]")

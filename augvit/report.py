@@ -1,52 +1,62 @@
-"""The study's report: from per-run test metrics to per-version summaries.
+"""The study's report: from per-run test metrics to per-version summaries and comparisons.
 
-`summarize` is the whole analysis, per version x backbone setting: mean, std, n and 95% CI of
-test accuracy and loss, the paired difference to the baseline version (study.baseline; same
-seed, same backbone), and frozen minus fine-tuned where both ran (the compare stage writes it
-to reports/comparison.json, and as tables to reports/comparison.md). `summary_metrics` is the
-part that DVC shows as metrics: a few flat numbers per group, so that `dvc exp show` stays a
-table and `dvc metrics diff` lists only what changed. Statistics: augvit/stats.py.
+`summarize` is the whole analysis, one entry per group (version x backbone x train size): mean,
+std, n and 95% CI of test accuracy and loss over seeds; the paired difference to the baseline
+version (study.baseline; same seed, backbone and size) with its CI and p-value, and the p-value
+Holm-adjusted over every comparison with the baseline in the study; frozen minus fine-tuned
+where both ran. The compare stage writes it to reports/comparison.json, and as tables to
+reports/comparison.md. `summary_metrics` is what DVC shows as metrics: a few flat numbers per
+group, so that `dvc exp show` stays a table and `dvc metrics diff` lists only what changed.
+Statistics: augvit/stats.py.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from augvit.io import load_json
 from augvit.layout import BACKBONE_LABELS, runs
 from augvit.params import Params
-from augvit.stats import mean_ci, paired_difference
+from augvit.stats import holm, mean_ci, paired_difference
+
+ALPHA = 0.05
+Table = dict[tuple[str, str, int], dict[int, dict]]
 
 
-def collect(runs_dir: Path, p: Params) -> dict[tuple[str, str], dict[int, dict]]:
-    """(version, backbone) -> seed -> that run's test metrics; a missing run is an error."""
-    table: dict[tuple[str, str], dict[int, dict]] = {}
+def collect(runs_dir: Path, p: Params) -> Table:
+    """(version, backbone, size) -> seed -> that run's test metrics; a missing run is an error."""
+    table: Table = {}
     for run in runs(p):
         path = run.path(runs_dir, ".json")
         if not path.is_file():
             raise FileNotFoundError(f"compare: missing run metrics {path}; "
                                     "run `dvc repro` to produce every run first.")
-        table.setdefault((run.version, run.backbone), {})[run.seed] = load_json(path)
+        table.setdefault((run.version, run.backbone, run.size), {})[run.seed] = load_json(path)
     return table
 
 
-def summarize(table: dict[tuple[str, str], dict[int, dict]], baseline: str) -> dict:
-    """Per (version, backbone): test accuracy and loss over seeds, the paired difference to the
-    baseline version (same backbone), and frozen minus fine-tuned (same version)."""
+def summarize(table: Table, baseline: str, losses: dict | None = None) -> dict:
+    """The analysis per group; `losses` (same keys as table) gives each run's test loss."""
     groups = {}
-    for (v, b), seeds in table.items():
+    for (v, b, n), seeds in table.items():
         acc = {s: m["acc"] for s, m in seeds.items()}
-        loss = {s: m["loss"] for s, m in seeds.items()}
-        entry = {"version": v, "backbone": b, "seeds": sorted(seeds),
-                 "test_acc": mean_ci(list(acc.values())),
-                 "test_loss": mean_ci(list(loss.values()))}
-        base = table.get((baseline, b))
+        entry = {"version": v, "backbone": b, "train_size": n, "seeds": sorted(seeds),
+                 "test_acc": mean_ci(list(acc.values()))}
+        if losses is not None:
+            entry["test_loss"] = mean_ci(list(losses[(v, b, n)].values()))
+        base = table.get((baseline, b, n))
         if base is not None and v != baseline:
             entry["acc_diff_vs_baseline"] = paired_difference(
                 acc, {s: m["acc"] for s, m in base.items()})
-        if b == "frozen" and (v, "finetuned") in table:   # same version and seed
-            trained = {s: m["acc"] for s, m in table[(v, "finetuned")].items()}
+        if b == "frozen" and (v, "finetuned", n) in table:   # same version, size and seed
+            trained = {s: m["acc"] for s, m in table[(v, "finetuned", n)].items()}
             entry["acc_diff_frozen_vs_finetuned"] = paired_difference(acc, trained)
-        groups[f"{v}/{b}"] = entry
+        groups[f"{v}/{b}/n{n}"] = entry
+    diffs = [g["acc_diff_vs_baseline"] for g in groups.values() if "acc_diff_vs_baseline" in g]
+    for d, adjusted in zip(diffs, holm([d["p_value"] for d in diffs])):
+        d["p_holm"] = adjusted
+        d["holds_after_holm"] = adjusted is not None and adjusted <= ALPHA and d["mean"] != 0
     return groups
 
 
@@ -58,20 +68,25 @@ def _interval(prefix: str, c: dict | None) -> dict[str, float]:
     if c["ci95"] is not None:
         out.update({f"{prefix}_low": round(c["ci95"][0], 5),
                     f"{prefix}_high": round(c["ci95"][1], 5)})
-    if c.get("p_value") is not None:
-        out[f"{prefix}_p" if prefix != "diff" else "p"] = round(c["p_value"], 5)
     return out
 
 
 def summary_metrics(groups: dict) -> dict:
-    """metrics/summary.json: per version, per backbone: acc (mean over seeds), acc_low/high (its
-    95% CI); against the baseline: diff, diff_low/high, p; frozen groups: vs_finetuned..."""
+    """metrics/summary.json: per version / backbone / n<size>: acc (mean over seeds) with
+    acc_low/high (its 95% CI) and loss; against the baseline: diff, diff_low/high, p and p_holm;
+    frozen groups: vs_finetuned with its interval. n_seeds once."""
     out: dict = {"n_seeds": max(g["test_acc"]["n"] for g in groups.values())}
     for g in groups.values():
         entry = _interval("acc", g["test_acc"])
-        entry |= _interval("diff", g.get("acc_diff_vs_baseline"))
+        if "test_loss" in g:
+            entry["loss"] = round(g["test_loss"]["mean"], 5)
+        if d := g.get("acc_diff_vs_baseline"):
+            entry |= _interval("diff", d)
+            entry |= {k: round(d[src], 5) for k, src in (("p", "p_value"), ("p_holm", "p_holm"))
+                      if d[src] is not None}
         entry |= _interval("vs_finetuned", g.get("acc_diff_frozen_vs_finetuned"))
-        out.setdefault(g["version"], {})[g["backbone"]] = entry
+        out.setdefault(g["version"], {}).setdefault(g["backbone"], {})[
+            f"n{g['train_size']}"] = entry
     return out
 
 
@@ -83,29 +98,50 @@ def _ci(c: dict) -> str:
     return "n/a (1 seed)" if c["ci95"] is None else f"[{_pct(c['ci95'][0])}, {_pct(c['ci95'][1])}]"
 
 
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
 def render_markdown(groups: dict, baseline: str) -> str:
+    n_tests = sum("acc_diff_vs_baseline" in g for g in groups.values())
     lines = ["# Augmentation study: test accuracy (%)", "",
-             "Mean over seeds, 95% CI of the mean (Student's t). Differences are paired by seed "
-             "(same init and data order); *significant* = the 95% CI of the difference excludes 0.",
-             "",
-             f"| version | backbone | n | test acc | 95% CI | std | test loss "
-             f"| diff vs {baseline} | 95% CI of diff | p (paired t) | significant |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"Mean over seeds and 95% CI of the mean (Student's t). Differences to {baseline} are "
+             "paired by seed (same init and data order): mean, 95% CI, paired-t p-value, and the "
+             f"p-value Holm-adjusted over all {n_tests} comparisons with {baseline}. *Holds* = "
+             f"Holm-adjusted p <= {ALPHA} (the family-wise error rate over all of them is at "
+             f"most {ALPHA}).", "",
+             f"| version | backbone | train images | n | test acc | 95% CI | test loss "
+             f"| diff vs {baseline} (pp) | 95% CI of diff | p | p (Holm) | holds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for g in groups.values():
         a, d = g["test_acc"], g.get("acc_diff_vs_baseline")
-        diff = ("(baseline)", "", "", "") if d is None else (
-            f"{100 * d['mean']:+.2f}", _ci(d),
-            "n/a" if d["p_value"] is None else f"{d['p_value']:.3f}",
-            "yes" if d["significant"] else "no")
-        lines.append(f"| {g['version']} | {BACKBONE_LABELS[g['backbone']]} "
-                     f"| {a['n']} | {_pct(a['mean'])} | {_ci(a)} | {_pct(a['std'])} "
-                     f"| {g['test_loss']['mean']:.4f} | " + " | ".join(diff) + " |")
+        diff = ("(baseline)", "", "", "", "") if d is None else (
+            f"{100 * d['mean']:+.2f}", _ci(d), _p(d["p_value"]), _p(d["p_holm"]),
+            "**yes**" if d["holds_after_holm"] else "no")
+        loss = f"{g['test_loss']['mean']:.4f}" if "test_loss" in g else "n/a"
+        lines.append(f"| {g['version']} | {BACKBONE_LABELS[g['backbone']]} | {g['train_size']} "
+                     f"| {a['n']} | {_pct(a['mean'])} | {_ci(a)} | {loss} | "
+                     + " | ".join(diff) + " |")
     frozen = [g for g in groups.values() if "acc_diff_frozen_vs_finetuned" in g]
     if frozen:
-        lines += ["", "## Frozen backbone minus fine-tuned backbone (same version, same seed)", "",
-                  "| version | diff (pp) | 95% CI | significant |", "|---|---|---|---|"]
+        lines += ["", "## Frozen backbone minus fine-tuned backbone (same version, size, seed)",
+                  "", "| version | train images | diff (pp) | 95% CI | p |", "|---|---|---|---|---|"]
         for g in frozen:
             d = g["acc_diff_frozen_vs_finetuned"]
-            lines.append(f"| {g['version']} | {100 * d['mean']:+.2f} | {_ci(d)} "
-                         f"| {'yes' if d['significant'] else 'no'} |")
+            lines.append(f"| {g['version']} | {g['train_size']} | {100 * d['mean']:+.2f} "
+                         f"| {_ci(d)} | {_p(d['p_value'])} |")
     return "\n".join(lines) + "\n"
+
+
+def size_effect_rows(groups: dict) -> list[dict]:
+    """Rows for the data-size chart: each version's difference to the baseline per train size."""
+    rows = []
+    for g in groups.values():
+        d = g.get("acc_diff_vs_baseline")
+        if d is not None:
+            lo, hi = (np.nan, np.nan) if d["ci95"] is None else d["ci95"]
+            rows.append({"train_size": g["train_size"], "version": g["version"],
+                         "backbone": g["backbone"], "diff": round(100 * d["mean"], 3),
+                         "diff_low": round(100 * lo, 3), "diff_high": round(100 * hi, 3),
+                         "holds": d["holds_after_holm"]})
+    return rows

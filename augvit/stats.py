@@ -40,3 +40,16 @@ def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict | None:
         out["p_value"] = float(stats.ttest_1samp(d, 0.0).pvalue)
         out["significant"] = bool(out["ci95"][0] > 0 or out["ci95"][1] < 0)
     return out
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (None stays None): the k-th smallest of m p-values is
+    multiplied by m - k + 1, then made non-decreasing in that order and capped at 1. A
+    comparison holds at level a after adjustment iff its adjusted p <= a; the family-wise error
+    rate over all of them is then at most a."""
+    ranked = sorted((p, k) for k, p in enumerate(p_values) if p is not None)
+    m, out, running = len(ranked), list(p_values), 0.0
+    for rank, (p, k) in enumerate(ranked):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[k] = running
+    return out

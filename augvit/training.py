@@ -111,10 +111,17 @@ class TrainModule(L.LightningModule):
 class ArrayDataModule(L.LightningDataModule):
     """Train and val batches of the prepared arrays; moved to the GPU once when there is one."""
 
-    def __init__(self, prepared: Path, batch_size: int, eval_batch_size: int, seed: int):
+    def __init__(self, prepared: Path, batch_size: int, eval_batch_size: int, seed: int,
+                 train_size: int):
         super().__init__()
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
-        self.train = load_split(prepared, "train")
+        images, labels = load_split(prepared, "train")
+        if train_size > len(labels):
+            raise StageError(f"study.train_sizes: {train_size} is more than the {len(labels)} "
+                             f"images of the train split in {prepared}; use at most "
+                             f"{len(labels)}.")
+        # the prepared order is stratified: its first train_size images are a balanced subset
+        self.train = images[:train_size], labels[:train_size]
         self.val = load_split(prepared, "val")
 
     def setup(self, stage: str) -> None:
@@ -243,7 +250,7 @@ def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model
     recipe = load_json(recipe_path)["ops"]
     classes = load_classes(prepared)
     L.seed_everything(run.seed, workers=True, verbose=False)
-    data = ArrayDataModule(prepared, t.batch_size, params.eval.batch_size, run.seed)
+    data = ArrayDataModule(prepared, t.batch_size, params.eval.batch_size, run.seed, run.size)
     world = t.devices * t.num_nodes
     steps_per_epoch = len(data.train[1]) // t.batch_size     # batch_size is the global batch
     if steps_per_epoch < 1:

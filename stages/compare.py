@@ -1,11 +1,13 @@
 """Stage `compare`: from single runs to a study: metrics/summary.json (a few flat numbers per
-version, for DVC), reports/comparison.json (the whole analysis) and reports/comparison.md."""
+version, for DVC), reports/comparison.json (the whole analysis: every comparison with the
+baseline, Holm-adjusted) and reports/comparison.md."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from augvit.io import atomic_path, raise_on_sigterm, save_json, user_errors
+from augvit.io import atomic_path, load_json, raise_on_sigterm, save_json, user_errors
+from augvit.layout import runs
 from augvit.params import load_params
 from augvit.report import collect, render_markdown, summarize, summary_metrics
 
@@ -14,6 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--runs", type=Path, required=True)
+    ap.add_argument("--details", type=Path, required=True)
     ap.add_argument("--summary-out", type=Path, required=True)
     ap.add_argument("--analysis-out", type=Path, required=True)
     ap.add_argument("--report-out", type=Path, required=True)
@@ -21,7 +24,11 @@ def main(argv: list[str] | None = None) -> None:
     raise_on_sigterm()
     with user_errors("compare"):
         p = load_params(args.params)
-        groups = summarize(collect(args.runs, p), p.study.baseline)
+        losses: dict = {}
+        for run in runs(p):
+            losses.setdefault((run.version, run.backbone, run.size), {})[run.seed] = \
+                load_json(run.path(args.details, ".json"))["loss"]
+        groups = summarize(collect(args.runs, p), p.study.baseline, losses)
         report = render_markdown(groups, p.study.baseline)
         save_json(args.analysis_out, groups)
         save_json(args.summary_out, summary_metrics(groups))

@@ -1,7 +1,7 @@
-"""Stage `evaluate@<version>-<backbone>-<seed>`: one trained model on the official test set.
+"""Stage `evaluate@<version>-<backbone>-<size>-<seed>`: one trained model on the test set.
 
-Writes the run's test metrics (accuracy and loss: a DVC metrics file) and its details (per-class
-accuracy, confusion matrix, every test image's prediction) for the plots stage. The model and its
+Writes the run's test accuracy (a DVC metrics file) and its details (loss, per-class accuracy,
+confusion matrix, every test image's prediction) for the compare and plots stages. The model and its
 preprocessing are rebuilt from the model file alone.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         save_json(args.details_out, details)
         save_json(args.metrics_out, metrics)
     print(f"evaluate {details['version']} seed {details['seed']}: test acc {metrics['acc']:.4f} "
-          f"loss {metrics['loss']:.4f}")
+          f"loss {details['loss']:.4f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Stage `train@<version>-<backbone>-<seed>`: train one ViT on one recipe with one seed.
+"""Stage `train@<version>-<backbone>-<size>-<seed>`: train one ViT on one recipe, one train size,
+one seed.
 
 Writes the model file and the DVCLive per-epoch curves; epoch checkpoints go to --resume-dir
 (outside DVC's outputs), so a killed run continues after its last epoch (augvit/training.py).
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--version", required=True)
     ap.add_argument("--backbone", choices=["finetuned", "frozen"], required=True,
                     help="one value of study.backbones")
+    ap.add_argument("--train-size", type=int, required=True,
+                    help="one value of study.train_sizes: train on the first N images")
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--recipe", type=Path, required=True)
     ap.add_argument("--prepared", type=Path, required=True)
@@ -29,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fresh", action="store_true", help="ignore any resume checkpoint")
     args = ap.parse_args(argv)
     raise_on_sigterm()
-    run = Run(args.version, args.backbone, args.seed)
+    run = Run(args.version, args.backbone, args.train_size, args.seed)
     with user_errors(f"train@{run.stage_suffix}"):
         train_run(load_params(args.params), run, args.recipe, args.prepared, args.model_out,
                   args.live_out, args.resume_dir, fresh=args.fresh)

@@ -24,8 +24,8 @@ CLASSES = ["cat", "dog", "frog"]
 DEFAULT_PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 # A model and data small enough that a run takes a second or two.
 TINY = {
-    "data": {"image_size": 16, "val_fraction": 0.25, "train_size": None},
-    "study": {"seeds": [0]},
+    "data": {"image_size": 16, "val_fraction": 0.25},
+    "study": {"seeds": [0], "train_sizes": [24]},
     "model": {"image_size": 16, "patch_size": 8, "hidden_size": 16, "num_layers": 1,
               "num_heads": 2, "mlp_ratio": 2},
     "train": {"epochs": 2, "batch_size": 8, "warmup_epochs": 0.5, "accelerator": "cpu"},

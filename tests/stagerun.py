@@ -21,13 +21,12 @@ def make_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     w = tmp_path_factory.mktemp("faults")
     archive = pack(make_image_folder(w / "imgs", n_train=40, n_test=6), w / "tiny.tar.gz")
     params = tiny_params({"data": {"source": str(archive)}, "versions": {"v": ["hflip", "crop",
-                          "color_jitter"]}, "study": {"baseline": "v"},
+                          "color_jitter"]}, "study": {"baseline": "v", "train_sizes": [90]},
                           "train": {"epochs": 6}, "eval": {"batch_size": 16}})
     params["versions"] = {"v": ["hflip", "crop", "color_jitter"]}
     (w / "params.yaml").write_text(yaml.safe_dump(params))
     fetch(str(archive), w / "raw")
-    prepare(data_params(image_size=16, val_fraction=0.25, train_size=None), w / "raw",
-            w / "prepared")
+    prepare(data_params(image_size=16, val_fraction=0.25), w / "raw", w / "prepared")
     (w / "recipe.json").write_text(json.dumps(
         {"version": "v", "ops": {"hflip": {"p": 0.5}, "crop": {"scale": [0.3, 1.0],
                                                               "ratio": [0.75, 1.333]},
@@ -43,7 +42,8 @@ def stage_cmd(w: Path, stage: str, out: Path, params: Path | None = None) -> lis
     if stage == "prepare":
         return ["-m", "stages.prepare", *p, "--raw", str(w / "raw"), "--out", str(out)]
     if stage == "train":
-        return ["-m", "stages.train", *p, "--version", "v", "--backbone", "finetuned", "--seed", "0",
+        return ["-m", "stages.train", *p, "--version", "v", "--backbone", "finetuned",
+                "--train-size", "90", "--seed", "0",
                 "--recipe", str(w / "recipe.json"), "--prepared", str(w / "prepared"),
                 "--model-out", str(out / "model.ckpt"), "--live-out", str(out / "live"),
                 "--resume-dir", str(out / "resume")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from augvit.report import render_markdown, summarize, summary_metrics
-from augvit.stats import mean_ci, paired_difference
+from augvit.stats import holm, mean_ci, paired_difference
 
 
 def test_mean_ci_hand_checked():
@@ -41,40 +41,64 @@ def test_paired_difference_hand_checked():
     assert noisy["significant"] is False and noisy["ci95"][0] < 0 < noisy["ci95"][1]
 
 
-def test_summary_and_report_name_the_baseline_and_the_frozen_effect():
-    def run(acc):
-        return {"acc": acc, "loss": 1 - acc}
-    table = {
-        ("version_0", "finetuned"): {0: run(0.60), 1: run(0.50), 2: run(0.70)},
-        ("version_1", "finetuned"): {0: run(0.62), 1: run(0.53), 2: run(0.74)},
-        ("version_0", "frozen"): {0: run(0.40), 1: run(0.41), 2: run(0.42)},
-        ("version_1", "frozen"): {0: run(0.40), 1: run(0.40), 2: run(0.40)},
-    }
-    s = summarize(table, "version_0")
-    assert s["version_1/finetuned"]["acc_diff_vs_baseline"]["significant"] is True
-    assert "acc_diff_vs_baseline" not in s["version_0/finetuned"]
-    assert s["version_0/frozen"]["acc_diff_frozen_vs_finetuned"]["mean"] == pytest.approx(-0.19)
-    md = render_markdown(s, "version_0")
-    assert "| version_1 | fine-tuned | 3 | 63.00 |" in md
-    assert "+3.00 | [0.52, 5.48] | 0.035 | yes |" in md
+def table_of(rows: dict) -> tuple[dict, dict]:
+    """{(version, backbone): [acc per seed]} -> (table, losses) at one train size (100)."""
+    table = {(v, b, 100): {s: {"acc": a} for s, a in enumerate(accs)}
+             for (v, b), accs in rows.items()}
+    losses = {k: {s: 1 - m["acc"] for s, m in seeds.items()} for k, seeds in table.items()}
+    return table, losses
+
+
+def test_holm_hand_checked():
+    # p = 0.01, 0.04, 0.03, 0.005 -> sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1
+    # = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06; None stays None
+    assert holm([0.01, 0.04, None, 0.03, 0.005]) == pytest.approx(
+        [0.03, 0.06, None, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]                       # capped at 1
+    assert holm([]) == []
+
+
+def test_summary_and_report_name_the_baseline_holm_and_the_frozen_effect():
+    table, losses = table_of({
+        ("none", "finetuned"): [0.60, 0.50, 0.70],
+        ("version_1", "finetuned"): [0.62, 0.53, 0.74],      # +3 pp, p = 0.035
+        ("version_2", "finetuned"): [0.65, 0.46, 0.71],      # noisy
+        ("none", "frozen"): [0.40, 0.41, 0.42],
+        ("version_1", "frozen"): [0.40, 0.40, 0.40],
+    })
+    s = summarize(table, "none", losses)
+    d = s["version_1/finetuned/n100"]["acc_diff_vs_baseline"]
+    assert d["significant"] is True and d["p_value"] == pytest.approx(0.0351, abs=1e-4)
+    # three comparisons with the baseline: version_1 (0.035) is not the smallest p-value
+    ps = [g["acc_diff_vs_baseline"]["p_value"] for g in s.values()
+          if "acc_diff_vs_baseline" in g]
+    assert d["p_holm"] == pytest.approx(holm(ps)[ps.index(d["p_value"])])
+    assert d["p_holm"] > 0.05 and d["holds_after_holm"] is False   # not after adjustment
+    assert "acc_diff_vs_baseline" not in s["none/finetuned/n100"]
+    assert s["none/frozen/n100"]["acc_diff_frozen_vs_finetuned"]["mean"] == pytest.approx(-0.19)
+    assert s["none/finetuned/n100"]["test_loss"]["mean"] == pytest.approx(0.4)
+    md = render_markdown(s, "none")
+    assert "| version_1 | fine-tuned | 100 | 3 | 63.00 |" in md
+    assert f"+3.00 | [0.52, 5.48] | 0.035 | {d['p_holm']:.3f} | no |" in md
+    assert "Holm-adjusted over all 3 comparisons with none" in md
     assert "Frozen backbone minus fine-tuned" in md
 
 
-def test_summary_metrics_are_flat_numbers_per_version_and_backbone():
-    def run(acc):
-        return {"acc": acc, "loss": 1 - acc}
-    table = {
-        ("version_0", "finetuned"): {0: run(0.60), 1: run(0.50), 2: run(0.70)},
-        ("version_1", "finetuned"): {0: run(0.62), 1: run(0.53), 2: run(0.74)},
-        ("version_1", "frozen"): {0: run(0.40), 1: run(0.40), 2: run(0.40)},
-    }
-    m = summary_metrics(summarize(table, "version_0"))
+def test_summary_metrics_are_flat_numbers_per_group():
+    table, losses = table_of({
+        ("version_0", "finetuned"): [0.60, 0.50, 0.70],
+        ("version_1", "finetuned"): [0.62, 0.53, 0.74],
+        ("version_1", "frozen"): [0.40, 0.40, 0.40],
+    })
+    m = summary_metrics(summarize(table, "version_0", losses))
     assert m["n_seeds"] == 3
-    assert set(m["version_0"]["finetuned"]) == {"acc", "acc_low", "acc_high"}
-    v1 = m["version_1"]["finetuned"]
-    assert set(v1) == {"acc", "acc_low", "acc_high", "diff", "diff_low", "diff_high", "p"}
+    assert set(m["version_0"]["finetuned"]["n100"]) == {"acc", "acc_low", "acc_high", "loss"}
+    v1 = m["version_1"]["finetuned"]["n100"]
+    assert set(v1) == {"acc", "acc_low", "acc_high", "loss", "diff", "diff_low", "diff_high",
+                       "p", "p_holm"}
     assert v1["diff"] == pytest.approx(0.03) and v1["p"] == pytest.approx(0.0351, abs=1e-4)
+    assert v1["p_holm"] == v1["p"]                           # the only comparison
     assert v1["diff_low"] == pytest.approx(0.00516, abs=1e-5)
-    frozen = m["version_1"]["frozen"]                 # no frozen baseline: no diff
+    frozen = m["version_1"]["frozen"]["n100"]                # no frozen baseline: no diff
     assert "diff" not in frozen and frozen["vs_finetuned"] == pytest.approx(-0.23)
     assert all(isinstance(v, float) for g in (v1, frozen) for v in g.values())

@@ -36,7 +36,8 @@ def test_archive_with_one_top_level_folder(tmp_path, image_folder):
 
 def test_prepare_converts_odd_images_and_splits_stratified(tmp_path, tiny_archive):
     fetch(str(tiny_archive), tmp_path / "raw")
-    meta = decode.prepare(data_params(val_fraction=0.25, seed=3, train_size=None), tmp_path / "raw", tmp_path / "prep")
+    meta = decode.prepare(data_params(val_fraction=0.25, seed=3), tmp_path / "raw",
+                          tmp_path / "prep")
     tr = load_arrays(tmp_path / "prep" / "train.npz")
     va = load_arrays(tmp_path / "prep" / "val.npz")
     te = load_arrays(tmp_path / "prep" / "test.npz")
@@ -57,8 +58,17 @@ def test_split_is_deterministic_and_disjoint():
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a[1], c[1])
     assert not set(a[0]) & set(a[1]) and len(a[0]) + len(a[1]) == 500
-    sub, _ = decode.stratified_split(labels, 0.1, seed=0, train_size=90)
-    assert len(sub) == 90 and np.bincount(labels[sub]).tolist() == [9] * 10
+
+
+
+def test_every_prefix_of_the_train_order_is_class_balanced():
+    """A run of train size N takes the first N: balanced, and nested in every larger size."""
+    labels = np.repeat(np.arange(10), [50, 50, 50, 50, 50, 50, 50, 50, 50, 30])
+    train, _ = decode.stratified_split(labels, 0.1, seed=0)
+    for n in (10, 90, 95, 250, 270):
+        counts = np.bincount(labels[train[:n]], minlength=10)
+        assert counts.max() - counts.min() <= 1, (n, counts)    # while every class has images
+    assert np.bincount(labels[train]).tolist() == [45] * 9 + [27]   # all of them, once
 
 
 def test_undecodable_image_is_skipped_named_and_counted(tmp_path, capsys):
@@ -66,7 +76,7 @@ def test_undecodable_image_is_skipped_named_and_counted(tmp_path, capsys):
     bad = folder / "train" / "dog" / "0005.png"
     bad.write_bytes(b"not an image at all")
     fetch(str(folder), tmp_path / "raw")
-    meta = decode.prepare(data_params(train_size=None), tmp_path / "raw", tmp_path / "prep")
+    meta = decode.prepare(data_params(), tmp_path / "raw", tmp_path / "prep")
     assert meta["skipped"]["train"] == ["train/dog/0005.png"]
     assert meta["counts"]["train"] + meta["counts"]["val"] == 119
     assert "train/dog/0005.png" in capsys.readouterr().out
@@ -78,7 +88,7 @@ def test_too_many_undecodable_images_fail_without_output(tmp_path):
         p.write_bytes(b"garbage")
     fetch(str(folder), tmp_path / "raw")
     with pytest.raises(decode.PrepareError, match="cannot be decoded.*train/cat/"):
-        decode.prepare(data_params(train_size=None), tmp_path / "raw", tmp_path / "prep")
+        decode.prepare(data_params(), tmp_path / "raw", tmp_path / "prep")
     assert not (tmp_path / "prep").exists()
 
 

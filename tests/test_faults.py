@@ -185,7 +185,7 @@ def test_out_of_memory_names_run_batch_and_device(work, tmp_path):
               address_space=8 * 2**30)
     code, log = finish(p)
     assert code == 2, log
-    assert re.search(r"out of memory training v/finetuned/seed0 on cpu with "
+    assert re.search(r"out of memory training v/finetuned/n90/seed0 on cpu with "
                      r"train.batch_size=8", log), log
     assert "lower train.batch_size" in log and "Traceback" not in log
 

@@ -43,7 +43,8 @@ def test_default_params_are_valid_and_hold_the_seed_versions():
     assert cj == {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.2}
     assert p.recipe("version_1")["blur"]["kernel_size"] == 3
     assert p.recipe("version_1")["grayscale"]["p"] == 0.2
-    assert p.study.baseline in p.versions and set(AUG_OPS) == set(DEFAULT_PARAMS["aug"])
+    assert p.study.baseline == "none" and p.recipe("none") == {}       # the control
+    assert set(AUG_OPS) == set(DEFAULT_PARAMS["aug"])
 
 
 def test_op_set_false_is_off_for_every_version():
@@ -89,7 +90,10 @@ def test_op_set_false_is_off_for_every_version():
     ("study__seeds", [0, 0], r"study\.seeds: got \[0, 0\]; allowed: a non-empty list of distinct"),
     ("study__backbones", ["yes"], r"study\.backbones: got \['yes'\]; allowed: .*\[finetuned\]"),
     ("study__baseline", "version_9", r"study\.baseline: got 'version_9'; allowed: one of the "
-                                     r"versions \(version_0, version_1, version_2\)"),
+                                     r"versions \(none, padcrop_flip, version_0, version_1"),
+    ("study__train_sizes", [5000, 0], r"study\.train_sizes: got \[5000, 0\]; allowed: a "
+                                      r"non-empty list of distinct whole numbers >= 1"),
+    ("study__train_sizes", [], r"study\.train_sizes: got \[\]"),
     ("versions", {}, r"versions: got \{\}; expected a non-empty mapping"),
     ("versions", {"version_0": ["hflip", "autoaugment"]},
      r"versions\.version_0: unknown op 'autoaugment'"),

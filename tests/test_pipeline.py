@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -80,33 +81,34 @@ def project(tmp_path_factory) -> Path:
 
 def test_repro_produces_every_output(project):
     out = sh(project, "dvc", "repro")
-    versions = ["version_0", "version_1", "version_2"]
+    versions = ["none", "padcrop_flip", "version_0", "version_1", "version_2"]
     expected = {"download", "prepare", "compare", "plots"}
     expected |= {f"recipe@{v}" for v in versions}
-    expected |= {f"{s}@{v}-finetuned-0" for v in versions for s in ("train", "evaluate")}
+    expected |= {f"{s}@{v}-finetuned-24-0" for v in versions for s in ("train", "evaluate")}
     assert ran(out) == expected
     for v in versions:
-        m = json.loads((project / f"metrics/runs/{v}/finetuned/seed0.json").read_text())
-        assert set(m) == {"acc", "loss"} and 0.0 <= m["acc"] <= 1.0 and m["loss"] > 0
-        d = json.loads((project / f"eval/{v}/finetuned/seed0.json").read_text())
+        m = json.loads((project / f"metrics/runs/{v}/finetuned/n24/seed0.json").read_text())
+        assert set(m) == {"acc"} and 0.0 <= m["acc"] <= 1.0
+        d = json.loads((project / f"eval/{v}/finetuned/n24/seed0.json").read_text())
         assert d["classes"] == ["cat", "dog", "frog"] and len(d["predicted"]) == 15
-        assert (project / f"models/{v}/finetuned/seed0.ckpt").stat().st_size > 1000
-        curves = project / f"dvclive/{v}/finetuned/seed0/plots/metrics/val/acc.tsv"
+        assert d["loss"] > 0
+        assert (project / f"models/{v}/finetuned/n24/seed0.ckpt").stat().st_size > 1000
+        curves = project / f"dvclive/{v}/finetuned/n24/seed0/plots/metrics/val/acc.tsv"
         assert len(curves.read_text().splitlines()) == 3            # header + 2 epochs
         assert (project / f"plots/previews/{v}.png").stat().st_size > 1000
-        rows = (project / f"plots/confusion/{v}-finetuned.csv").read_text().splitlines()
+        rows = (project / f"plots/confusion/{v}-finetuned-n24.csv").read_text().splitlines()
         assert rows[0] == "actual,predicted" and len(rows) == 16     # one row per test image
     curves = json.loads((project / "plots/curves.json").read_text())
     assert {(r["version"], r["epoch"]) for r in curves} == {(v, e) for v in versions
                                                             for e in (1, 2)}
     per_class = json.loads((project / "plots/per_class.json").read_text())
-    assert len(per_class) == 9 and {r["class"] for r in per_class} == {"cat", "dog", "frog"}
+    assert len(per_class) == 15 and {r["class"] for r in per_class} == {"cat", "dog", "frog"}
     assert "version_1" in (project / "reports/comparison.md").read_text()
-    for png in ("curves.png", "comparison.png"):
+    for png in ("curves.png", "comparison.png", "size_effect.png"):
         assert (project / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     html = sh(project, "dvc", "plots", "show")
     assert "dvc_plots/index.html" in html
-    assert (project / "dvc_plots/index.html").read_text().count("<img") == 5   # 2 + previews
+    assert (project / "dvc_plots/index.html").read_text().count("<img") == 8   # 3 + previews
 
 
 def metric_columns(project: Path) -> dict[str, float]:
@@ -123,15 +125,14 @@ def metric_columns(project: Path) -> dict[str, float]:
 
 def test_metrics_are_a_few_flat_numbers_per_run_and_version(project):
     cols = metric_columns(project)
+    versions = ["none", "padcrop_flip", "version_0", "version_1", "version_2"]
     runs = {c for c in cols if c.startswith("metrics/runs/")}
-    assert runs == {f"metrics/runs/{v}/finetuned/seed0.json:{k}"
-                    for v in ("version_0", "version_1", "version_2") for k in ("acc", "loss")}
+    assert runs == {f"metrics/runs/{v}/finetuned/n24/seed0.json:acc" for v in versions}
     summary = {c.split(":", 1)[1] for c in cols if c.startswith("metrics/summary.json")}
     # one seed: no intervals, no p-values; the baseline has no difference to itself
-    assert summary == {"n_seeds", "version_0.finetuned.acc", "version_1.finetuned.acc",
-                       "version_1.finetuned.diff", "version_2.finetuned.acc",
-                       "version_2.finetuned.diff"}
-    assert len(cols) == 12
+    assert summary == {"n_seeds"} | {f"{v}.finetuned.n24.{k}" for v in versions
+                                     for k in ("acc", "loss", "diff") if (v, k) != ("none", "diff")}
+    assert len(cols) == 20
 
 
 def test_plots_are_data_series_dvc_draws(project):
@@ -144,10 +145,11 @@ def test_plots_are_data_series_dvc_draws(project):
         (spec,) = data[name]
         assert spec["type"] == "vega"
         rows = spec["content"]["data"]["values"]
-        assert {r["version"] for r in rows} == {"version_0", "version_1", "version_2"}
+        assert {r["version"] for r in rows} == {"none", "padcrop_flip", "version_0", "version_1",
+                                                "version_2"}
         assert all(y in r for r in rows)
-    for v in ("version_0", "version_1", "version_2"):
-        (spec,) = data[f"plots/confusion/{v}-finetuned.csv"]
+    for v in ("none", "padcrop_flip", "version_0", "version_1", "version_2"):
+        (spec,) = data[f"plots/confusion/{v}-finetuned-n24.csv"]
         assert spec["type"] == "vega" and len(spec["content"]["data"]["values"]) == 15
     assert {k for k in data if k.endswith(".png")} >= {"plots/curves.png", "plots/comparison.png"}
 
@@ -163,7 +165,7 @@ def test_exp_grayscale_off_retrains_only_version_1(project):
     sh(project, "git", "commit", "-qm", "baseline results")
     out = sh(project, "dvc", "exp", "run", "-S", "aug.grayscale=false")
     trained = {s for s in ran(out) if s.startswith(("train@", "evaluate@"))}
-    assert trained == {"train@version_1-finetuned-0", "evaluate@version_1-finetuned-0"}
+    assert trained == {"train@version_1-finetuned-24-0", "evaluate@version_1-finetuned-24-0"}
     diff = json.loads(sh(project, "dvc", "metrics", "diff", "--json"))
     changed = {f"{f}:{k}" for f, keys in diff.items() for k in keys}
     assert changed, diff
@@ -180,11 +182,11 @@ def test_new_version_trains_only_itself(project):
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     out = sh(project, "dvc", "repro")
     trained = {s for s in ran(out) if s.startswith(("train@", "evaluate@"))}
-    assert trained == {"train@deit-finetuned-0", "evaluate@deit-finetuned-0"}
+    assert trained == {"train@deit-finetuned-24-0", "evaluate@deit-finetuned-24-0"}
     assert (project / "plots/previews/deit.png").exists()
     recipe = json.loads((project / "recipes/deit.json").read_text())["ops"]
     assert list(recipe) == ["hflip", "pad_crop", "rand_augment", "erasing", "mixup", "cutmix"]
-    m = json.loads((project / "metrics/runs/deit/finetuned/seed0.json").read_text())
+    m = json.loads((project / "metrics/runs/deit/finetuned/n24/seed0.json").read_text())
     assert 0 <= m["acc"] <= 1
 
 
@@ -202,18 +204,29 @@ def test_queue_runs_experiments_in_parallel_workers(project):
        "versions.version_0=[crop]")
     sh(project, "dvc", "exp", "run", "--queue", "-n", "q-flip-only", "-S",
        "versions.version_2=[hflip]")
-    sh(project, "dvc", "queue", "start", "-j", "2")
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        status = sh(project, "dvc", "queue", "status")
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
+    # DVC's workers outlive `dvc queue start` (and sometimes hang after their last task, a
+    # dvc-task shutdown race): start them in their own session, with no pipes to wait on, and
+    # end the whole group once the queue is done.
+    starter = subprocess.Popen(["dvc", "queue", "start", "-j", "2"], cwd=project, env=env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            status = sh(project, "dvc", "queue", "status")
+            if status.count("Success") + status.count("Failed") >= 2:
+                break
+            time.sleep(3)
+    finally:
+        sh(project, "dvc", "queue", "stop")
+        try:
+            os.killpg(starter.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     assert status.count("Success") == 2, status
     shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
     names = {e.get("name") for rev in shown for e in (rev.get("experiments") or [])}
     assert {"q-crop-only", "q-flip-only"} <= names, names
-    sh(project, "dvc", "queue", "stop")
 
 
 def test_remote_shares_cache_and_results(project, tmp_path):
@@ -226,7 +239,7 @@ def test_remote_shares_cache_and_results(project, tmp_path):
     sh(tmp_path, "git", "clone", "-q", str(project), str(clone))
     out = sh(clone, "dvc", "repro", "--pull")
     assert ran(out) == set(), out
-    assert (clone / "models/deit/finetuned/seed0.ckpt").stat().st_size > 1000
+    assert (clone / "models/deit/finetuned/n24/seed0.ckpt").stat().st_size > 1000
     assert (clone / "plots/curves.png").exists()
 
 
@@ -234,10 +247,10 @@ def test_new_seed_trains_only_that_seed(project):
     set_params(project, {"study": {"seeds": [0, 1]}})
     out = sh(project, "dvc", "repro")
     trained = {s for s in ran(out) if s.startswith(("train@", "evaluate@"))}
-    versions = ["version_0", "version_1", "version_2", "deit"]
-    assert trained == {f"{s}@{v}-finetuned-1" for v in versions for s in ("train", "evaluate")}
+    versions = ["none", "padcrop_flip", "version_0", "version_1", "version_2", "deit"]
+    assert trained == {f"{s}@{v}-finetuned-24-1" for v in versions for s in ("train", "evaluate")}
     summary = json.loads((project / "metrics/summary.json").read_text())
-    assert summary["n_seeds"] == 2 and "acc_low" in summary["version_1"]["finetuned"]
+    assert summary["n_seeds"] == 2 and "acc_low" in summary["version_1"]["finetuned"]["n24"]
 
 
 def test_dvc_repro_killed_mid_training_resumes(tmp_path):
@@ -256,13 +269,13 @@ def test_dvc_repro_killed_mid_training_resumes(tmp_path):
         shutil.rmtree(proj / stale, ignore_errors=True) if (proj / stale).is_dir() else \
             (proj / stale).unlink(missing_ok=True)
     (proj / "params.yaml").write_text(yaml.safe_dump(tiny_params(
-        {"data": {"source": str(archive)}, "train": {"epochs": 6},
+        {"data": {"source": str(archive)}, "train": {"epochs": 6}, "study": {"train_sizes": [90]},
          "model": {"hidden_size": 96, "num_layers": 3, "num_heads": 3}}), sort_keys=False))
     sh(proj, "git", "init", "-q")
     sh(proj, "git", "add", "-A")
     sh(proj, "git", "commit", "-qm", "tiny project")  # DVCLive fails in a repo without commits
-    stage = "train@version_0-finetuned-0"
-    ckpt = proj / ".resume/version_0/finetuned/seed0/last.ckpt"
+    stage = "train@version_0-finetuned-90-0"
+    ckpt = proj / ".resume/version_0/finetuned/n90/seed0/last.ckpt"
     p = subprocess.Popen(["dvc", "repro", stage], cwd=proj, env=env(), start_new_session=True,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
@@ -277,7 +290,7 @@ def test_dvc_repro_killed_mid_training_resumes(tmp_path):
     out = sh(proj, "dvc", "repro", stage)
     assert f"after epoch {done} of 6" in out, out
     assert re.findall(r"train: epoch (\d+)/6", out) == [str(e) for e in range(done + 1, 7)]
-    model = proj / "models/version_0/finetuned/seed0.ckpt"
+    model = proj / "models/version_0/finetuned/n90/seed0.ckpt"
     resumed = torch.load(model, weights_only=False)["state_dict"]
     out = sh(proj, "dvc", "repro", "-f", "-s", stage)            # fresh, uninterrupted
     assert "resuming" not in out and "train: epoch 1/6" in out, out

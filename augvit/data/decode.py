@@ -2,7 +2,9 @@
 
 Output folder: train.npz, val.npz, test.npz, each `images` uint8 (N, 3, S, S) at the storage
 size S = data.image_size (never upscaled to the model's input size: that happens per batch at
-training time) and `labels` int64 (N,); plus meta.json (classes, counts, skipped files).
+training time) and `labels` int64 (N,); plus meta.json (classes, counts, skipped files). The
+train split is in a stratified order: every prefix is class-balanced, so a run of train size N
+takes the first N.
 
 Images that are grayscale, RGBA, palette or of another size are converted to RGB and resized.
 An image that cannot be decoded is skipped, named in the log and in meta.json, and counted; if
@@ -87,26 +89,27 @@ def decode_split(raw: dict, size: int, split: str) -> tuple[np.ndarray, np.ndarr
     return images, enc.labels[keep], bad
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int,
-                     train_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, val_fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, val): per class, a seeded shuffle; val gets round(n_c * val_fraction).
 
-    `train_size` keeps a stratified subset of the remaining train indices.
+    The train indices come in a stratified order: the classes' shuffled indices taken in
+    turn, so that every prefix of it is as balanced as the classes allow. A run with train
+    size N takes the first N (augvit/training.py): a smaller size is a subset of a larger one.
     """
     rng = np.random.default_rng(seed)
     train_idx, val_idx = [], []
-    classes = np.unique(labels)
-    for c in classes:
+    for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
         n_val = int(round(len(idx) * val_fraction))
         val_idx.append(idx[:n_val])
         train_idx.append(idx[n_val:])
-    if train_size is not None:
-        total = sum(len(t) for t in train_idx)
-        frac = min(1.0, train_size / total)
-        train_idx = [t[:max(1, int(round(len(t) * frac)))] for t in train_idx]
-    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+    # rank of each index within its class, then order by (rank, class): round-robin
+    keys = np.concatenate([np.arange(len(t)) for t in train_idx])
+    classes = np.concatenate([np.full(len(t), k) for k, t in enumerate(train_idx)])
+    order = np.lexsort((classes, keys))
+    return np.concatenate(train_idx)[order], np.sort(np.concatenate(val_idx))
 
 
 def prepare(data: DataParams, raw_dir: Path, out_dir: Path) -> dict:
@@ -122,7 +125,7 @@ def prepare(data: DataParams, raw_dir: Path, out_dir: Path) -> dict:
         empty = [classes[c] for c in np.flatnonzero(counts < 2)]
         raise PrepareError(f"prepare: class(es) {empty} have fewer than 2 decodable train images; "
                            "each class needs images in train/ (and test/) to be split and learned.")
-    tr, va = stratified_split(train_labels, data.val_fraction, data.seed, data.train_size)
+    tr, va = stratified_split(train_labels, data.val_fraction, data.seed)
     meta = {"classes": classes, "image_size": data.image_size,
             "counts": {"train": len(tr), "val": len(va), "test": len(test_labels)},
             "skipped": {"train": bad_train, "test": bad_test},
