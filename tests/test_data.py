@@ -190,3 +190,19 @@ def test_hub_reader_on_a_local_hf_dataset(tmp_path, monkeypatch):
     # a local folder of such parquet files is a valid data.source too
     record = fetch(str(tmp_path / "hub"), tmp_path / "raw")
     assert record["kind"] == "huggingface-local" and record["counts"] == {"train": 6, "test": 3}
+
+
+def test_a_relative_source_means_the_projects_even_in_a_queued_experiments_copy(tmp_path):
+    """`dvc exp run --queue` runs in <project>/.dvc/tmp/exps/<name>/: a relative data.source
+    such as ../shared/data.tar.gz still names the file beside the project."""
+    from augvit.data.fetch import local_path
+    (tmp_path / "shared").mkdir()
+    archive = tmp_path / "shared" / "data.tar.gz"
+    archive.write_bytes(b"x")
+    project = tmp_path / "project"
+    copy = project / ".dvc" / "tmp" / "exps" / "tmpab12"
+    copy.mkdir(parents=True)
+    assert local_path("../shared/data.tar.gz", project).resolve() == archive.resolve()
+    assert local_path("../../../../../shared/data.tar.gz", copy).resolve() == archive.resolve()
+    assert local_path("../shared/data.tar.gz", copy).resolve() == archive.resolve()
+    assert not local_path("../missing.tar.gz", copy).exists()        # still a clear error later

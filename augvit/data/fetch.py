@@ -26,10 +26,27 @@ def check_sha256(record: dict, expected: str | None) -> None:
             "copy you mean to use. Nothing was written.")
 
 
+def local_path(source: str, cwd: Path | None = None) -> Path:
+    """A local data.source as a path. A relative one is relative to the project; an experiment
+    that `dvc exp run --queue` (or `--temp`) runs in a copy of the project under
+    <project>/.dvc/tmp/exps/<name>/ still means the project's: found there if not here."""
+    cwd = Path.cwd() if cwd is None else cwd
+    path = Path(source).expanduser()
+    if path.is_absolute() or (cwd / path).exists():
+        return cwd / path
+    parts = cwd.resolve().parts
+    for k in range(len(parts) - 3):
+        if parts[k:k + 3] == (".dvc", "tmp", "exps"):
+            project = Path(*parts[:k])
+            if (project / path).exists():
+                return project / path
+    return cwd / path
+
+
 def fetch(source: str, out_dir: Path, expected_sha256: str | None = None) -> dict:
     t0 = time.perf_counter()
     record: dict = {"source": source}
-    path = Path(source).expanduser()
+    path = local_path(source) if is_local(source) else Path(source)
     if is_local(source) and path.is_dir() and not (path / "train").is_dir() \
             and next(path.rglob("*.parquet"), None) is not None:
         splits, classes = read_hub(str(path))        # a local copy of a hub dataset (parquet)
