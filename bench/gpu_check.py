@@ -165,19 +165,22 @@ def study_params(path: Path, device: str) -> None:
     epoch; on a machine without CUDA a rehearsal size of it, same code paths."""
     import yaml
     p = yaml.safe_load(path.read_text())
-    p["data"].update(source=".gpudata/cifar10-jpeg.tar.gz", train_size=None)
+    p["data"].update(source=".gpudata/cifar10-jpeg.tar.gz")
+    train_split = round(50000 * (1 - p["data"]["val_fraction"]))      # all of CIFAR-10's
     p["model"].update(pretrained=None, image_size=224, patch_size=16, hidden_size=768,
-                      num_layers=12, num_heads=12, mlp_ratio=4, freeze_backbone=[True])
-    p["train"].update(seeds=[0], epochs=1, batch_size=256, lr=0.001, warmup_epochs=0.1,
+                      num_layers=12, num_heads=12, mlp_ratio=4)
+    p["versions"] = {v: p["versions"][v] for v in ("none", "version_0", "version_1", "version_2")}
+    p["study"].update(baseline="none", seeds=[0], backbones=["frozen"], train_sizes=[train_split])
+    p["train"].update(epochs=1, batch_size=256, lr=0.001, warmup_epochs=0.1,
                       precision="auto", accelerator="auto")
     p["eval"]["batch_size"] = 500
     if device != "cuda":     # rehearsal on a CPU: same shape of pipeline, a size a CPU can run
-        p["data"]["train_size"] = 512
+        p["study"]["train_sizes"] = [512]
         p["model"].update(hidden_size=64, num_layers=1, num_heads=2)
         p["train"]["batch_size"] = 64
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     print(f"gpu_check: study params for {device}: model {json.dumps(p['model'])}, "
-          f"train {json.dumps(p['train'])}, data.train_size {p['data']['train_size']}")
+          f"train {json.dumps(p['train'])}, study {json.dumps(p['study'])}")
 
 
 def util_summary(csv: Path) -> None:

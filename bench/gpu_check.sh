@@ -73,7 +73,7 @@ print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else
   else
     say "nvidia-smi utilization trace: SKIPPED, no CUDA here"
   fi
-  step "study: dvc repro (download, prepare, 3 versions x 1 seed, evaluate, compare, plots)" \
+  step "study: dvc repro (download, prepare, the control + 3 versions x 1 seed, frozen, evaluate, compare, plots)" \
     300 dvc repro
   [ -n "$smi" ] && kill "$smi" 2>/dev/null
   cp reports/comparison.md metrics/summary.json "$OUT/" 2>/dev/null

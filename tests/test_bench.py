@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -52,3 +53,22 @@ def test_revision_comparison_refuses_non_positive_sizes():
     r = subprocess.run([sys.executable, "-m", "bench.vs_revision", "HEAD", "--sizes", "0"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "--sizes" in r.stderr and "[0]" in r.stderr
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_gpu_check_study_params_are_valid_params(tmp_path, device):
+    """The GPU check rewrites params.yaml into the notebook-shaped study; it must stay valid
+    under the current schema (a stale key would spend the rare GPU lease on a params error)."""
+    import yaml
+
+    from augvit.params import parse_params
+
+    out = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", out)
+    subprocess.run([sys.executable, str(ROOT / "bench/gpu_check.py"), "study-params", str(out), device],
+                   check=True, capture_output=True)
+    p = parse_params(yaml.safe_load(out.read_text()), out)
+    assert p.study.backbones == ("frozen",) or list(p.study.backbones) == ["frozen"]
+    assert p.model.patch_size == 16 and p.model.image_size == 224
+    assert p.study.baseline == "none" and len(p.study.seeds) == 1
+    assert list(p.study.train_sizes) == ([49000] if device == "cuda" else [512])
