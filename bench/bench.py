@@ -270,11 +270,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"augment on {dev.type} done", file=sys.stderr)
         runs = [("vit-small-32 (default)", small_cfg, batch, False, "version_1"),
                 ("vit-small-32 (default)", small_cfg, batch, False, "deit")]
+        if not quick and not gpu and params.train.batch_size != batch:
+            # the default study's own batch (smaller batches: more fixed cost per image)
+            runs += [("vit-small-32 (default)", small_cfg, params.train.batch_size, False, r)
+                     for r in ("version_1", "deit")]
         if not quick or gpu:
             runs += [("ViT-B/16-224 frozen", VIT_B16, 256 if gpu else 8, True, "version_1"),
                      ("ViT-B/16-224 frozen", VIT_B16, 256 if gpu else 8, True, "deit")]
         for name, cfg, b, freeze, rname in runs:
-            steps = 1 if quick else (20 if gpu else (30 if cfg is small_cfg else 4))
+            steps = 1 if quick else (20 if gpu else (max(30, 3840 // b) if cfg is small_cfg else 4))
             recipe, tf = recipes[rname]
             r = bench_train_step(name, cfg, images, recipe, tf(cfg["image_size"]), b, steps,
                                  dev, freeze)
