@@ -5,21 +5,33 @@ evaluation rebuilds and runs it without Lightning; training wraps it (augvit/tra
 The model file holds its config: the ViT config, the input size, mean and std, the class names,
 the recipe it was trained with and the run it came from. Evaluation never re-derives any of it
 from params.yaml.
+
+A model file may arrive from a DVC remote or cache, so it is data that cannot run code:
+safetensors (tensors only) with the config as JSON in its header. Loading validates the config
+against a strict schema and the tensors' names and shapes against the model that config builds
+(on the meta device, so a config that claims a huge model allocates nothing) before any weight
+is read. A pickle, the earlier format, is refused unread.
 """
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 from transformers import ViTConfig, ViTForImageClassification
 
 from augvit.augment import build_inputs
 from augvit.io import StageError, atomic_path
-from augvit.params import ModelParams
+from augvit.params import AUG_TYPES, VERSION_NAME, ModelParams
 
-FORMAT = "augvit-classifier/1"
+FORMAT = "augvit-classifier/2"
+SUFFIX = ".safetensors"
 
 
 def vit_config(m: ModelParams, num_labels: int) -> dict[str, Any]:
@@ -93,20 +105,122 @@ class ViTClassifier(nn.Module):
                             c["std"], gen)
 
 
+class ModelFileError(StageError):
+    """A model file that is not one this project wrote, or was altered; nothing of it ran."""
+
+
+Size = Annotated[int, Field(ge=1, le=1 << 16)]
+VIT_BOUNDS = {"image_size": 1 << 16, "patch_size": 1 << 16, "num_channels": 16,
+              "hidden_size": 1 << 16, "num_hidden_layers": 1024, "num_attention_heads": 1024,
+              "intermediate_size": 1 << 20}
+
+
+class ClassifierConfig(BaseModel):
+    """What a model file may say about its model: plain values, each bounded."""
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    vit_config: dict[str, Any]
+    classes: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        min_length=2, max_length=100_000)
+    recipe: dict[str, dict[str, Any]]
+    image_size: Size
+    mean: list[float] = Field(min_length=3, max_length=3)
+    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=3, max_length=3)
+    freeze_backbone: bool
+    version: str = Field(pattern=VERSION_NAME.pattern)
+    seed: int = Field(ge=0, le=2**63 - 1)
+
+    @field_validator("vit_config")
+    @classmethod
+    def _bounded_vit(cls, vit: dict[str, Any]) -> dict[str, Any]:
+        # Whatever else it says, the numbers that size the model are bounded, so that even its
+        # skeleton (built before the tensors are checked) stays small.
+        for key, hi in VIT_BOUNDS.items():
+            v = vit.get(key)
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+                raise ValueError(f"vit_config.{key}: got {v!r}; allowed: a whole number in "
+                                 f"[1, {hi}]")
+        return vit
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_ops(cls, recipe: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for op, settings in recipe.items():
+            if op not in AUG_TYPES:
+                raise ValueError(f"unknown augmentation op {op!r}")
+            try:
+                AUG_TYPES[op].model_validate_json(json.dumps(settings))
+            except ValidationError as e:
+                raise ValueError(f"recipe.{op}: {e.errors()[0]['msg']}") from None
+        return recipe
+
+
 def save_classifier(model: ViTClassifier, path: Path, **record: Any) -> None:
-    """The model file: format tag, config, weights, and `record` (epoch, step, ...)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    """The model file: weights as safetensors; format tag, config and `record` (epoch, step,
+    ...) as JSON in its header."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": json.dumps(model.config),
+            "record": json.dumps(record)}
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "config": model.config, "state_dict": state, **record},
-                   tmp)
+        save_file(state, str(tmp), metadata=meta)
+
+
+def _rebuild_hint(path: Path) -> str:
+    """How to write this file anew: its train stage, when the path is one of the study's."""
+    m = re.search(r"models/([^/]+)/([^/]+)/n(\d+)/seed(\d+)\.safetensors$", path.as_posix())
+    stage = f"train@{m[1]}-{m[2]}-{m[3]}-{m[4]}" if m else "train@<version>-<backbone>-<size>-<seed>"
+    return (f"Nothing in it was loaded. Rebuild it with `dvc repro --force {stage}` "
+            "(or delete it and run `dvc repro`)")
+
+
+def read_model_file(path: str | Path) -> tuple[ClassifierConfig, dict[str, Any],
+                                                dict[str, tuple[int, ...]]]:
+    """(config, record, tensor shapes) from the header alone; no tensor is read."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise ModelFileError(f"{path}: a pickle (torch.save), the earlier model-file format, "
+                             "which can run code when loaded; it is refused. " + _rebuild_hint(path))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{path}: not a safetensors file ({e}). " + _rebuild_hint(path)) \
+            from None
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a model file of this project (format "
+                             f"{meta.get('format')!r}, expected {FORMAT!r}). " + _rebuild_hint(path))
+    try:
+        config = ClassifierConfig.model_validate_json(meta.get("config", ""))
+        record = json.loads(meta.get("record", "{}"))
+    except (ValidationError, ValueError) as e:
+        first = str(e).splitlines()[:3]
+        raise ModelFileError(f"{path}: its config is not valid ({' '.join(first)}). "
+                             + _rebuild_hint(path)) from None
+    return config, record, shapes
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> ViTClassifier:
-    """Rebuild the model from its file alone (config, preprocessing, classes), in eval mode."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise StageError(f"{path}: not a model file of this project ({FORMAT}); it is written "
-                         "by the train stage (`dvc repro`)")
-    model = ViTClassifier(**ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
+    """Rebuild the model from its file alone (config, preprocessing, classes), in eval mode.
+
+    The config builds the model on the meta device first: unless its parameters' names and
+    shapes are exactly the file's tensors, the file is refused before memory is allocated."""
+    path = Path(path)
+    config, _, shapes = read_model_file(path)
+    kwargs = config.model_dump()
+    try:
+        with torch.device("meta"):
+            skeleton = ViTClassifier(**kwargs)
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelFileError(f"{path}: its ViT config cannot build a model ({e}). "
+                             + _rebuild_hint(path)) from None
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    if expected != shapes:
+        diff = sorted(set(expected.items()) ^ set(shapes.items()))[:3]
+        raise ModelFileError(f"{path}: its tensors do not match its config (first "
+                             f"differences: {diff}). " + _rebuild_hint(path))
+    model = ViTClassifier(**kwargs)
+    with safe_open(str(path), framework="pt") as f:
+        model.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
     return model.to(device).eval()

@@ -127,7 +127,14 @@ class DataParams(Section):
                                  pattern=r"^[0-9a-f]{64}$")
     image_size: int = allowed("a whole number >= 8", ge=8)
     val_fraction: float = allowed("a number in (0, 1)", gt=0, lt=1)
-    seed: int = allowed("a whole number")
+    seed: int = allowed("a whole number in [0, 4294967295]", ge=0, le=2**32 - 1)
+    # Limits on what a data source may hold: an archive or folder that claims more is refused
+    # by name before its bytes are read (a small archive can claim gigabytes).
+    max_image_mb: float = allowed("a number > 0 (megabytes one image file may have)", gt=0)
+    max_total_mb: float = allowed("a number > 0 (megabytes all kept image files may have)",
+                                  gt=0)
+    max_image_pixels: int = allowed("a whole number >= 1 (width x height one image may have)",
+                                    ge=1)
 
 
 class StudyParams(Section):
@@ -375,12 +382,40 @@ def parse_params(raw: Any, path: str | Path = "params.yaml") -> Params:
     return Params(aug=aug, versions=versions, **built)
 
 
+MAX_FILE_BYTES = 1 << 20       # params.yaml is a page of settings, not data
+MAX_NODES = 100_000            # values once YAML aliases are expanded (today's file: ~150)
+
+
+def expanded_size(obj: Any, limit: int) -> int:
+    """How many values `obj` holds with every YAML alias expanded, counting up to `limit`.
+
+    Aliases make a YAML tree share nodes, so a 2 KB file can stand for billions of values
+    (the "billion laughs"); anything that copies or serializes it would build them all. The
+    walk stops as soon as the count passes `limit`, so it is cheap for any input."""
+    count, todo = 0, [obj]
+    while todo and count <= limit:
+        node = todo.pop()
+        count += 1
+        if isinstance(node, dict):
+            todo.extend(node.keys())
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return count
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError([f"file not found (cwd: {Path.cwd()})"], path)
+    if (size := path.stat().st_size) > MAX_FILE_BYTES:
+        raise ParamsError([f"the file is {size} bytes; allowed: at most {MAX_FILE_BYTES}"], path)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ParamsError([f"not valid YAML: {e}"], path) from None
+    if expanded_size(raw, MAX_NODES) > MAX_NODES:
+        raise ParamsError([f"with its YAML aliases (&name / *name) expanded, it holds more "
+                           f"than {MAX_NODES} values; write the values out, without nested "
+                           "aliases"], path)
     return parse_params(raw, path)

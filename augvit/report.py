@@ -95,6 +95,8 @@ def _pct(x: float | None) -> str:
 
 
 def _ci(c: dict) -> str:
+    if c.get("zero_variance"):
+        return "n/a (no variance)"
     return "n/a (1 seed)" if c["ci95"] is None else f"[{_pct(c['ci95'][0])}, {_pct(c['ci95'][1])}]"
 
 

@@ -2,7 +2,8 @@
 
 Runs with the same seed share the model init and the data order, so versions are compared by
 a paired t-test across seeds: the 95% CI of the mean per-seed difference uses Student's t with
-n-1 degrees of freedom. With one seed there is no interval (None), and nothing is significant.
+n-1 degrees of freedom. With one seed there is no interval (None), and nothing is significant;
+a difference that is the same for every seed has no p-value either (zero variance).
 """
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict | None:
     if out["ci95"] is None:
         out.update(p_value=None, significant=False)
     elif out["std"] == 0:
-        out.update(p_value=0.0 if out["mean"] != 0 else 1.0, significant=out["mean"] != 0)
+        # Every seed gave the same difference: a t-test divides by zero. That is no evidence
+        # of an effect from a handful of seeds (two runs can tie by chance), so it is reported
+        # as such: no p-value, not significant, flagged.
+        out.update(p_value=None, significant=False, zero_variance=True)
     else:
         out["p_value"] = float(stats.ttest_1samp(d, 0.0).pvalue)
         out["significant"] = bool(out["ci95"][0] > 0 or out["ci95"][1] < 0)
@@ -47,6 +51,10 @@ def holm(p_values: list[float | None]) -> list[float | None]:
     multiplied by m - k + 1, then made non-decreasing in that order and capped at 1. A
     comparison holds at level a after adjustment iff its adjusted p <= a; the family-wise error
     rate over all of them is then at most a."""
+    bad = [p for p in p_values if p is not None and not 0 <= p <= 1]    # NaN fails both
+    if bad:
+        raise ValueError(f"holm: got p-value(s) {bad}; allowed: numbers in [0, 1] or None (no "
+                         "test). A NaN would silently change the others' adjustment.")
     ranked = sorted((p, k) for k, p in enumerate(p_values) if p is not None)
     m, out, running = len(ranked), list(p_values), 0.0
     for rank, (p, k) in enumerate(ranked):

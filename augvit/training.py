@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -147,11 +148,15 @@ class ArrayDataModule(L.LightningDataModule):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, but via a temporary file and a rename: a run killed while
-    saving keeps its previous complete checkpoint."""
+    saving keeps its previous complete checkpoint. Its reader loads weights only: a resume
+    checkpoint may come from another job's folder, and a pickle must not run code."""
 
     def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options=None) -> None:
         with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+    def load_checkpoint(self, path: str | Path, map_location=None, weights_only=None) -> dict:
+        return load_resume_checkpoint(Path(path))
 
 
 class EpochLog(Callback):
@@ -173,9 +178,28 @@ class EpochLog(Callback):
 
 # ------------------------------------------------------------------ resuming
 
+class UnsafeCheckpointError(StageError):
+    pass
+
+
+def load_resume_checkpoint(path: Path) -> dict:
+    """A Lightning checkpoint, loaded weights-only (tensors and plain data, nothing else).
+
+    A file that holds anything else is refused by name and kept, so it can be looked at."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" not in str(e).lower():
+            raise
+        raise UnsafeCheckpointError(
+            f"resume checkpoint {path} holds objects other than tensors and plain data, which "
+            "a load could run as code; it was not loaded. Delete it (or pass --fresh, or "
+            "`rm -r` its folder) to start this run over.") from None
+
+
 def completed_epochs(path: Path) -> int:
     """How many epochs an epoch checkpoint holds (Lightning stores the 0-based epoch index)."""
-    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
+    return int(load_resume_checkpoint(path)["epoch"]) + 1
 
 
 def usable_checkpoint(path: Path) -> bool:
@@ -183,8 +207,10 @@ def usable_checkpoint(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        return "state_dict" in ckpt and "loops" in ckpt
+        ckpt = load_resume_checkpoint(path)
+        return isinstance(ckpt, dict) and "state_dict" in ckpt and "loops" in ckpt
+    except UnsafeCheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - any unreadable file means "start over"
         print(f"train: resume checkpoint {path} is unreadable ({type(e).__name__}); "
               "starting this run over")

@@ -120,3 +120,12 @@ def work(tmp_path_factory) -> Path:
     """Tiny params, raw and prepared data and a recipe, for running stage scripts."""
     from stagerun import make_work
     return make_work(tmp_path_factory)
+
+
+def read_model(path: Path) -> dict:
+    """A model file as one mapping: its config, its tensors and its record (epoch, step)."""
+    from safetensors.torch import load_file
+
+    from augvit.model import read_model_file
+    config, record, _ = read_model_file(path)
+    return {"config": config.model_dump(), "state_dict": load_file(str(path)), **record}

@@ -45,12 +45,12 @@ def stage_cmd(w: Path, stage: str, out: Path, params: Path | None = None) -> lis
         return ["-m", "stages.train", *p, "--version", "v", "--backbone", "finetuned",
                 "--train-size", "90", "--seed", "0",
                 "--recipe", str(w / "recipe.json"), "--prepared", str(w / "prepared"),
-                "--model-out", str(out / "model.ckpt"), "--live-out", str(out / "live"),
+                "--model-out", str(out / "model.safetensors"), "--live-out", str(out / "live"),
                 "--resume-dir", str(out / "resume")]
     if stage == "recipe":
         return ["-m", "stages.recipe", *p, "--version", "v", "--out", str(out)]
     if stage == "evaluate":
-        return ["-m", "stages.evaluate", *p, "--model", str(w / "trained" / "model.ckpt"),
+        return ["-m", "stages.evaluate", *p, "--model", str(w / "trained" / "model.safetensors"),
                 "--prepared", str(w / "prepared"), "--metrics-out", str(out / "metrics.json"),
                 "--details-out", str(out / "details.json")]
     raise ValueError(stage)
@@ -89,7 +89,7 @@ def wait_for(path: Path, p: subprocess.Popen, timeout: float = 120) -> None:
 def checkpoint_epochs(path: Path) -> int:
     """Completed epochs in an epoch checkpoint (Lightning stores the 0-based epoch index)."""
     import torch
-    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"]) + 1
 
 
 def wait_for_epoch(ckpt: Path, p: subprocess.Popen, epochs: int, timeout: float = 120) -> None:

@@ -41,6 +41,23 @@ def test_paired_difference_hand_checked():
     assert noisy["significant"] is False and noisy["ci95"][0] < 0 < noisy["ci95"][1]
 
 
+def test_a_difference_without_variance_has_no_p_value():
+    """Two seeds that happen to differ by the same amount: no evidence, never p = 0."""
+    d = paired_difference({0: 0.52, 1: 0.61}, {0: 0.50, 1: 0.59})
+    assert d["p_value"] is None and d["significant"] is False and d["zero_variance"] is True
+    assert holm([d["p_value"], 0.01]) == [None, 0.01]
+    assert "n/a (no variance)" in render_markdown(
+        {"x": {"version": "v", "backbone": "finetuned", "train_size": 10,
+               "test_acc": {"mean": 0.6, "n": 2, "ci95": [0.5, 0.7]},
+               "acc_diff_vs_baseline": {**d, "p_holm": None, "holds_after_holm": False}}}, "none")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -0.1, 1.5])
+def test_holm_refuses_a_p_value_that_is_no_probability(bad):
+    with pytest.raises(ValueError, match=r"holm: got p-value\(s\) \[(nan|-0.1|1.5)\]"):
+        holm([0.01, bad, 0.04])
+
+
 def table_of(rows: dict) -> tuple[dict, dict]:
     """{(version, backbone): [acc per seed]} -> (table, losses) at one train size (100)."""
     table = {(v, b, 100): {s: {"acc": a} for s, a in enumerate(accs)}

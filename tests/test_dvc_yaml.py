@@ -118,8 +118,8 @@ def test_dvc_resolves_every_run_to_the_layouts_paths():
         {f"train@{r.stage_suffix}" for r in expected_runs}
     for run in expected_runs:
         train, ev = stages[f"train@{run.stage_suffix}"], stages[f"evaluate@{run.stage_suffix}"]
-        assert {o.def_path for o in train.outs} == {str(run.path("models", ".ckpt")),
+        assert {o.def_path for o in train.outs} == {str(run.path("models", ".safetensors")),
                                                     str(run.path("dvclive"))}
         assert {o.def_path for o in ev.outs} == {str(run.path("metrics/runs", ".json")),
                                                  str(run.path("eval", ".json"))}
-        assert str(run.path("models", ".ckpt")) in {d.def_path for d in ev.deps}
+        assert str(run.path("models", ".safetensors")) in {d.def_path for d in ev.deps}

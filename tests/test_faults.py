@@ -15,6 +15,7 @@ import yaml
 
 from augvit.data.fetch import fetch
 from augvit.io import PAUSE_ENV, TMP_MARK
+from conftest import read_model
 from stagerun import checkpoint_epochs, finish, stage_cmd, start, wait_for, wait_for_epoch
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +44,7 @@ MARKER = {"prepare": "out.paused", "evaluate": "out/details.json.paused"}
 def trained(work):
     code, log = finish(start(work, stage_cmd(work, "train", work / "trained")))
     assert code == 0, log
-    return work / "trained" / "model.ckpt"
+    return work / "trained" / "model.safetensors"
 
 
 @pytest.mark.parametrize("stage,sig", [("prepare", signal.SIGKILL), ("evaluate", signal.SIGTERM)])
@@ -102,7 +103,7 @@ def test_training_killed_mid_run_resumes_and_matches_an_uninterrupted_run(work, 
     for name in ("a", "b"):
         code, log = finish(start(work, stage_cmd(work, "train", tmp_path / name, params)))
         assert code == 0, log
-        runs[name] = torch.load(tmp_path / name / "model.ckpt", weights_only=False)
+        runs[name] = read_model(tmp_path / name / "model.safetensors")
     killed = tmp_path / "k"
     p = start(work, stage_cmd(work, "train", killed, params))
     wait_for_epoch(killed / "resume" / "last.ckpt", p, 2)
@@ -110,13 +111,13 @@ def test_training_killed_mid_run_resumes_and_matches_an_uninterrupted_run(work, 
     finish(p)
     done = checkpoint_epochs(killed / "resume" / "last.ckpt")
     assert 2 <= done < 8, done                                  # killed mid-run
-    assert not (killed / "model.ckpt").exists()
+    assert not (killed / "model.safetensors").exists()
     code, log = finish(start(work, stage_cmd(work, "train", killed, params)))
     assert code == 0, log
     assert f"after epoch {done} of 8" in log and f"training epochs {done + 1}..8" in log, log
     ran = [int(e) for e in re.findall(r"train: epoch (\d+)/8", log)]  # one line per epoch
     assert ran == list(range(done + 1, 9)), (done, ran)           # only the remaining ones
-    resumed = torch.load(killed / "model.ckpt", weights_only=False)
+    resumed = read_model(killed / "model.safetensors")
     assert resumed["epoch"] == runs["a"]["epoch"] == 7
     for name, ckpt in (("b", runs["b"]), ("resumed", resumed)):
         for k, v in runs["a"]["state_dict"].items():
@@ -171,7 +172,7 @@ def test_non_finite_loss_stops_with_version_and_step(work, tmp_path):
     assert code == 2, log
     assert re.search(r"version 'v' seed 0: loss is (nan|inf) at epoch \d+, step \d+", log), log
     assert "Lower train.lr" in log and "Traceback" not in log
-    assert not (tmp_path / "o" / "model.ckpt").exists()
+    assert not (tmp_path / "o" / "model.safetensors").exists()
 
 
 def test_out_of_memory_names_run_batch_and_device(work, tmp_path):

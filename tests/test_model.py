@@ -1,13 +1,20 @@
 """The ViT classifier: from-scratch and pretrained (local folder) builds, freezing, model files."""
 from __future__ import annotations
 
+import json
+import os
+
+import lightning as L
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from transformers import ViTConfig, ViTForImageClassification
 
-from augvit.io import StageError
-from augvit.model import ViTClassifier, load_classifier, save_classifier
-from augvit.training import NonFiniteLossError, TrainModule, resolve_precision
+from augvit.data.batches import ArrayBatches
+from augvit.model import ModelFileError, ViTClassifier, load_classifier, save_classifier
+from augvit.training import (AtomicCheckpointIO, NonFiniteLossError, TrainModule,
+                             UnsafeCheckpointError, resolve_precision, usable_checkpoint)
 
 TINY = {"image_size": 16, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 1,
         "num_attention_heads": 2, "intermediate_size": 32, "num_labels": 3}
@@ -70,19 +77,135 @@ def test_model_file_rebuilds_model_and_preprocessing_without_params(tmp_path):
     ViTForImageClassification(ViTConfig(**TINY)).save_pretrained(src)
     m = ViTClassifier(**net(vit_config=None, pretrained=str(src), mean=[0.3] * 3,
                             std=[0.2] * 3)).eval()
-    save_classifier(m, tmp_path / "m.ckpt", epoch=0)
+    save_classifier(m, tmp_path / "m.safetensors", epoch=0)
     for p in src.iterdir():      # the pretrained folder is gone: the model file must suffice
         p.unlink()
-    back = load_classifier(tmp_path / "m.ckpt")
+    back = load_classifier(tmp_path / "m.safetensors")
     assert back.config["classes"] == CLASSES and back.config["mean"] == [0.3] * 3
     x = torch.randint(0, 255, (2, 3, 16, 16), dtype=torch.uint8)
     torch.testing.assert_close(back(back.inputs(x, False)), m(m.inputs(x, False)))
 
 
+# ------------------------------------------------------------------ hostile model files
+# A model file may come from a DVC remote or cache: loading it must run no code and allocate
+# nothing that its tensors do not account for.
+
+class Payload:
+    """Unpickling this runs `touch <marker>`: what a tampered pickle can do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def saved(tmp_path, name="m.safetensors", **kw):
+    path = tmp_path / name
+    save_classifier(ViTClassifier(**net(**kw)), path, epoch=0)
+    return path
+
+
+def rewrite(path, metadata=None, tensors=None):
+    """The model file with its header's metadata or its tensors replaced."""
+    with safe_open(str(path), framework="pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors if tensors is not None else state, str(path),
+              metadata={**meta, **(metadata or {})})
+
+
+def test_a_pickled_model_file_is_refused_unread_and_runs_nothing(tmp_path):
+    marker = tmp_path / "PWNED"
+    for name in ("seed0.safetensors", "seed0.ckpt"):
+        torch.save({"format": "augvit-classifier/1", "config": {}, "state_dict": {},
+                    "x": Payload(marker)}, tmp_path / name)
+        with pytest.raises(ModelFileError, match=rf"{name}: a pickle .*refused.*dvc repro"):
+            load_classifier(tmp_path / name)
+        assert not marker.exists()
+
+
+def test_the_refusal_names_the_train_stage_that_rebuilds_the_file(tmp_path):
+    path = tmp_path / "models/version_1/frozen/n500/seed3.safetensors"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a model")
+    with pytest.raises(ModelFileError, match=r"dvc repro --force train@version_1-frozen-500-3"):
+        load_classifier(path)
+
+
 def test_a_file_that_is_no_model_file_is_named(tmp_path):
-    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
-    with pytest.raises(StageError, match="other.ckpt: not a model file of this project"):
-        load_classifier(tmp_path / "other.ckpt")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ModelFileError, match="other.safetensors: not a model file of this "
+                                             "project"):
+        load_classifier(tmp_path / "other.safetensors")
+
+
+@pytest.mark.parametrize("change,match", [
+    # a pretrained path would make loading read (and maybe unpickle) another folder
+    (lambda c: c.update(pretrained="/somewhere/else"), "pretrained"),
+    (lambda c: c.update(version="v; rm -rf ~"), "version"),
+    (lambda c: c["recipe"].update(evil={"p": 1}), "unknown augmentation op 'evil'"),
+    (lambda c: c["recipe"]["hflip"].update(p=7), "hflip"),
+    (lambda c: c["vit_config"].update(num_hidden_layers=10**9), "num_hidden_layers"),
+    (lambda c: c.update(classes="abc"), "classes"),
+])
+def test_a_config_outside_the_schema_is_refused(tmp_path, change, match):
+    path = saved(tmp_path)
+    with safe_open(str(path), framework="pt") as f:
+        config = json.loads(f.metadata()["config"])
+    change(config)
+    rewrite(path, metadata={"config": json.dumps(config)})
+    with pytest.raises(ModelFileError, match=rf"(?s)its config is not valid.*{match}"):
+        load_classifier(path)
+
+
+def test_a_config_claiming_a_huge_model_allocates_nothing_before_its_tensors_are_checked(
+        tmp_path):
+    """hidden_size 65536 with 1,024 layers would be terabytes of weights: refused from the
+    skeleton on the meta device, whose tensors do not match the file's."""
+    path = saved(tmp_path)
+    with safe_open(str(path), framework="pt") as f:
+        config = json.loads(f.metadata()["config"])
+    config["vit_config"].update(hidden_size=65536, num_hidden_layers=1024,
+                                num_attention_heads=1, intermediate_size=65536)
+    rewrite(path, metadata={"config": json.dumps(config)})
+    with pytest.raises(ModelFileError, match="its tensors do not match its config"):
+        load_classifier(path)
+
+
+def test_tensors_that_do_not_match_the_config_are_refused(tmp_path):
+    path = saved(tmp_path)
+    with safe_open(str(path), framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    state["vit.classifier.weight"] = torch.zeros(5, 16)
+    rewrite(path, tensors=state)
+    with pytest.raises(ModelFileError, match=r"its tensors do not match.*vit.classifier.weight"):
+        load_classifier(path)
+
+
+def test_a_resume_checkpoint_with_a_payload_is_refused_and_kept(tmp_path):
+    """Our reader and Lightning's (the checkpoint IO plugin) load weights only."""
+    marker, ckpt = tmp_path / "PWNED", tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "loops": {}, "epoch": 1, "x": Payload(marker)}, ckpt)
+    with pytest.raises(UnsafeCheckpointError, match=r"last.ckpt holds objects other than"):
+        usable_checkpoint(ckpt)
+    with pytest.raises(UnsafeCheckpointError):
+        AtomicCheckpointIO().load_checkpoint(ckpt)
+    assert not marker.exists() and ckpt.exists()
+
+
+def test_a_lightning_checkpoint_loads_weights_only(tmp_path):
+    m = TrainModule(net=net(), lr=1e-3, weight_decay=0.05, warmup_steps=1, total_steps=4,
+                    label_smoothing=0.0)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False,
+                        limit_train_batches=2, limit_val_batches=0)
+    batches = ArrayBatches(torch.zeros(4, 3, 16, 16, dtype=torch.uint8),
+                           torch.tensor([0, 1, 2, 0]), 2)
+    trainer.fit(m, train_dataloaders=batches)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    assert usable_checkpoint(tmp_path / "last.ckpt")
+    assert AtomicCheckpointIO().load_checkpoint(tmp_path / "last.ckpt")["epoch"] == \
+        trainer.current_epoch
 
 
 def test_non_finite_loss_names_version_and_step():

@@ -144,3 +144,44 @@ def test_params_are_immutable_once_loaded():
     p = load_params(ROOT / "params.yaml")
     with pytest.raises(Exception):
         p.train.epochs = 99
+
+
+# ------------------------------------------------------------------ hostile params
+# Values arrive by `dvc exp run -S` and Studio's form as well as by editing the file.
+
+@pytest.mark.parametrize("key,value,expect", [
+    ("study__seeds", [0, "1; touch PWNED #"], r"study\.seeds: got \[0, '1; touch PWNED #'\]"),
+    ("study__train_sizes", ["500 && id"], r"study\.train_sizes: got \['500 && id'\]"),
+    ("study__backbones", ["finetuned`id`"], r"study\.backbones: got \['finetuned`id`'\]"),
+    ("data__seed", -1, r"data\.seed: got -1; allowed: a whole number in \[0, 4294967295\]"),
+    ("data__seed", 2**32, r"data\.seed: got 4294967296"),
+])
+def test_values_that_could_reach_a_shell_or_a_raw_traceback_are_named(key, value, expect):
+    problems = problems_of(with_changes(**{key: value}))
+    assert any(re.search(expect, p) for p in problems), problems
+
+
+def test_a_version_name_is_an_identifier():
+    raw = copy.deepcopy(DEFAULT_PARAMS)
+    raw["versions"]["v$(touch PWNED)"] = ["hflip"]
+    assert any("invalid version name 'v$(touch PWNED)'" in p for p in problems_of(raw))
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """The billion laughs: 9 levels of 10 aliases each, 1e9 values from 1 KB of YAML."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{k}: &a{k} [{', '.join(['*a%d' % (k - 1)] * 10)}]" for k in range(1, 9)]
+    bomb = tmp_path / "params.yaml"
+    bomb.write_text((ROOT / "params.yaml").read_text() + "bomb:\n" +
+                    "".join(f"  {line}\n" for line in levels))
+    assert bomb.stat().st_size < (ROOT / "params.yaml").stat().st_size + 2000
+    with pytest.raises(ParamsError, match=r"YAML aliases .* expanded, it holds more than "
+                                          r"100000 values"):
+        load_params(bomb)
+
+
+def test_an_oversized_params_file_is_refused(tmp_path):
+    big = tmp_path / "params.yaml"
+    big.write_text((ROOT / "params.yaml").read_text() + "# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ParamsError, match=r"bytes; allowed: at most 1048576"):
+        load_params(big)

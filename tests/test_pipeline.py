@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, make_image_folder, merged, pack, tiny_params
+from conftest import ROOT, make_image_folder, merged, pack, read_model, tiny_params
 
 pytestmark = pytest.mark.e2e
 
@@ -92,7 +92,7 @@ def test_repro_produces_every_output(project):
         d = json.loads((project / f"eval/{v}/finetuned/n24/seed0.json").read_text())
         assert d["classes"] == ["cat", "dog", "frog"] and len(d["predicted"]) == 15
         assert d["loss"] > 0
-        assert (project / f"models/{v}/finetuned/n24/seed0.ckpt").stat().st_size > 1000
+        assert (project / f"models/{v}/finetuned/n24/seed0.safetensors").stat().st_size > 1000
         curves = project / f"dvclive/{v}/finetuned/n24/seed0/plots/metrics/val/acc.tsv"
         assert len(curves.read_text().splitlines()) == 3            # header + 2 epochs
         assert (project / f"plots/previews/{v}.png").stat().st_size > 1000
@@ -239,7 +239,7 @@ def test_remote_shares_cache_and_results(project, tmp_path):
     sh(tmp_path, "git", "clone", "-q", str(project), str(clone))
     out = sh(clone, "dvc", "repro", "--pull")
     assert ran(out) == set(), out
-    assert (clone / "models/deit/finetuned/n24/seed0.ckpt").stat().st_size > 1000
+    assert (clone / "models/deit/finetuned/n24/seed0.safetensors").stat().st_size > 1000
     assert (clone / "plots/curves.png").exists()
 
 
@@ -290,9 +290,9 @@ def test_dvc_repro_killed_mid_training_resumes(tmp_path):
     out = sh(proj, "dvc", "repro", stage)
     assert f"after epoch {done} of 6" in out, out
     assert re.findall(r"train: epoch (\d+)/6", out) == [str(e) for e in range(done + 1, 7)]
-    model = proj / "models/version_0/finetuned/n90/seed0.ckpt"
-    resumed = torch.load(model, weights_only=False)["state_dict"]
+    model = proj / "models/version_0/finetuned/n90/seed0.safetensors"
+    resumed = read_model(model)["state_dict"]
     out = sh(proj, "dvc", "repro", "-f", "-s", stage)            # fresh, uninterrupted
     assert "resuming" not in out and "train: epoch 1/6" in out, out
-    fresh = torch.load(model, weights_only=False)["state_dict"]
+    fresh = read_model(model)["state_dict"]
     assert all(torch.equal(v, fresh[k]) for k, v in resumed.items())

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import make_image_folder, pack, tiny_params
+from conftest import make_image_folder, pack, read_model, tiny_params
 from test_pipeline import copy_tracked, env, ran, sh
 
 pytestmark = pytest.mark.e2e
@@ -72,7 +72,7 @@ def test_the_seed_notebooks_gpu_preset_runs_end_to_end(tmp_path):
     details = json.loads((proj / "eval/none/frozen/n45/seed0.json").read_text())
     assert details["n_test"] == 15
     import torch
-    model = torch.load(proj / "models/padcrop_flip/frozen/n45/seed0.ckpt", weights_only=False)
+    model = read_model(proj / "models/padcrop_flip/frozen/n45/seed0.safetensors")
     cfg = model["config"]
     assert cfg["image_size"] == 224 and cfg["freeze_backbone"] is True
     assert cfg["vit_config"]["hidden_size"] == 768 and cfg["vit_config"]["patch_size"] == 16

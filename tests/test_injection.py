@@ -1,0 +1,105 @@
+"""Params values never reach a shell unvalidated: through the real `dvc repro`, `dvc repro
+<stage>`, `dvc exp run -S` and `dvc exp run --queue`, a value that is not what its key allows
+stops at the `validate` stage, before any stage command that holds it runs.
+
+Each case plants a payload that would create a file named PWNED in the project if a shell ran
+it; DVC writes the value into the train and evaluate command lines as it stands."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import make_image_folder, pack, tiny_params
+from test_pipeline import copy_tracked, env, sh
+
+pytestmark = pytest.mark.e2e
+
+PAYLOAD = "1; touch PWNED #"
+NAMED = "study.seeds: got [0, '1; touch PWNED #']; allowed: a non-empty list of distinct whole"
+
+
+def fails(cwd: Path, *cmd: str) -> str:
+    r = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0, f"{' '.join(cmd)} succeeded:\n{r.stdout}{r.stderr}"
+    return r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("inject")
+    archive = pack(make_image_folder(tmp / "imgs", n_train=12, n_test=5), tmp / "tiny.tar.gz")
+    proj = copy_tracked(tmp / "project")
+    (proj / "dvc.lock").unlink(missing_ok=True)
+    (proj / "params.yaml").write_text(yaml.safe_dump(
+        tiny_params({"data": {"source": str(archive)}}), sort_keys=False))
+    sh(proj, "git", "init", "-q")
+    sh(proj, "git", "add", "-A")
+    sh(proj, "git", "commit", "-qm", "tiny project")
+    return proj
+
+
+def planted(project: Path) -> list[Path]:
+    return list(project.rglob("PWNED"))
+
+
+def with_payload(project: Path) -> None:
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["study"]["seeds"] = [0, PAYLOAD]
+    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def test_dvc_really_writes_the_value_into_a_command_line(project):
+    """The premise: without the validate stage, this command would run the payload."""
+    with_payload(project)
+    try:
+        out = sh(project, "dvc", "stage", "list")
+    finally:
+        sh(project, "git", "checkout", "-q", "params.yaml")
+    assert f"train@none-finetuned-24-{PAYLOAD}" in out
+
+
+@pytest.mark.parametrize("target", [None, f"train@none-finetuned-24-{PAYLOAD}",
+                                    "evaluate@none-finetuned-24-0"])
+def test_repro_stops_at_validate(project, target):
+    with_payload(project)
+    try:
+        out = fails(project, "dvc", "repro", *([target] if target else []))
+    finally:
+        sh(project, "git", "checkout", "-q", "params.yaml")
+    assert NAMED in out and "failed to reproduce 'validate'" in out, out
+    assert "Running stage 'download'" not in out and not planted(project)
+
+
+def test_exp_run_set_param_stops_at_validate(project):
+    out = fails(project, "dvc", "exp", "run", "-S", f"study.seeds=[0,'{PAYLOAD}']")
+    assert NAMED in out and not planted(project), out
+
+
+def test_queued_experiment_stops_at_validate(project):
+    sh(project, "dvc", "exp", "run", "--queue", "-n", "evil", "-S",
+       f"study.seeds=[0,'{PAYLOAD}']")
+    starter = subprocess.Popen(["dvc", "queue", "start", "-j", "1"], cwd=project, env=env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            status = sh(project, "dvc", "queue", "status")
+            if "Success" in status or "Failed" in status:
+                break
+            time.sleep(3)
+    finally:
+        sh(project, "dvc", "queue", "stop")
+        try:
+            os.killpg(starter.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    assert "Failed" in status, status
+    assert NAMED in sh(project, "dvc", "queue", "logs", "evil")
+    assert not planted(project)              # the queue works in copies under .dvc/tmp/exps
