@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from augvit.data.batches import ArrayBatches, load_split
+from augvit.environment import describe, plain_environment
 from augvit.model import load_classifier
 
 
@@ -45,5 +46,8 @@ def evaluate(model_path: Path, prepared: Path, batch_size: int,
                "classes": classes, "n_test": len(labels),
                "per_class_acc": [round(v, 6) for v in per_class.tolist()],
                "confusion": matrix.tolist(),             # rows: actual class, columns: predicted
-               "predicted": torch.cat(predicted).cpu().tolist()}   # test set order
+               "predicted": torch.cat(predicted).cpu().tolist(),   # test set order
+               "environment": {"train": plain_environment(model.record.get("environment")),
+                               "evaluate": describe(device, "bf16-mixed" if device.type ==
+                                                    "cuda" else "32-true")}}
     return metrics, details

@@ -207,7 +207,7 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> ViT
     The config builds the model on the meta device first: unless its parameters' names and
     shapes are exactly the file's tensors, the file is refused before memory is allocated."""
     path = Path(path)
-    config, _, shapes = read_model_file(path)
+    config, record, shapes = read_model_file(path)
     kwargs = config.model_dump()
     try:
         with torch.device("meta"):
@@ -223,4 +223,5 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> ViT
     model = ViTClassifier(**kwargs)
     with safe_open(str(path), framework="pt") as f:
         model.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+    model.record = record          # epoch, step and the training environment: data only
     return model.to(device).eval()

@@ -166,6 +166,8 @@ class ModelParams(Section):
 class TrainParams(Section):
     epochs: int = allowed("a whole number >= 1", ge=1)
     batch_size: int = allowed("a whole number >= 1", ge=1)
+    val_batch_size: int = allowed("a whole number >= 1 (validation after each epoch; it "
+                                  "changes no trained weight)", ge=1)
     lr: float = allowed("a number > 0", gt=0)
     weight_decay: float = allowed("a number >= 0", ge=0)
     warmup_epochs: float = allowed("a number in [0, train.epochs]", ge=0)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from augvit.environment import machine_key
 from augvit.io import load_json
 from augvit.layout import BACKBONE_LABELS, runs
 from augvit.params import Params
@@ -147,3 +148,30 @@ def size_effect_rows(groups: dict) -> list[dict]:
                          "diff_low": round(100 * lo, 3), "diff_high": round(100 * hi, 3),
                          "holds": d["holds_after_holm"]})
     return rows
+
+
+def render_environments(environments: dict[str, dict]) -> str:
+    """Where the runs were trained: one row per distinct environment, and a plain warning when
+    the study mixes several (runs from another machine differ as another seed would)."""
+    kinds: dict[tuple, list[str]] = {}
+    for run_id, env in environments.items():
+        kinds.setdefault(machine_key(env), []).append(run_id)
+    lines = ["", "## Where the runs were trained", ""]
+    if len(kinds) == 1:
+        lines.append(f"All {len(environments)} runs were trained in one environment.")
+    else:
+        lines.append(f"**This study mixes {len(kinds)} environments.** Each environment's "
+                     "floating-point order acts like another seed, so its runs are not "
+                     "bit-for-bit reproducible on one machine; rerun them all on one machine "
+                     "(`dvc repro --force`) for an exact replicate.")
+    lines += ["", "| runs | device | precision | torch | transformers | lightning | python "
+              "| augvit |", "|---|---|---|---|---|---|---|---|"]
+    for ids in kinds.values():
+        env = environments[ids[0]]
+        device = env.get("gpu") and f"{env['gpu']} (CUDA {env.get('cuda')})" or \
+            f"{env.get('cpu', 'unknown')} ({', '.join(env.get('cpu_flags', [])) or 'no flags'})"
+        lines.append(f"| {len(ids)} | {device} | {env.get('precision', '?')} | "
+                     f"{env.get('torch', '?')} | {env.get('transformers', '?')} | "
+                     f"{env.get('lightning', '?')} | {env.get('python', '?')} | "
+                     f"{env.get('augvit', '?')} |")
+    return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from augvit.augment.mixing import MIXING_OPS, mix_batch
 from augvit.data.batches import ArrayBatches, load_classes, load_split
+from augvit.environment import describe
 from augvit.io import StageError, atomic_path, load_json
 from augvit.layout import Run
 from augvit.model import ViTClassifier, pick_device, save_classifier, vit_config
@@ -220,7 +221,7 @@ def usable_checkpoint(path: Path) -> bool:
 def run_fingerprint(params: Params, run: Run, recipe: dict, prepared: Path) -> str:
     """Everything that makes one run what it is; a resume state must match it exactly."""
     return json.dumps({"model": plain(params.model), "train": plain(params.train),
-                       "eval": plain(params.eval), "recipe": recipe, "run": run.id,
+                       "recipe": recipe, "run": run.id,
                        "data": load_json(prepared / "meta.json")["counts"]}, sort_keys=True)
 
 
@@ -276,7 +277,7 @@ def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model
     recipe = load_json(recipe_path)["ops"]
     classes = load_classes(prepared)
     L.seed_everything(run.seed, workers=True, verbose=False)
-    data = ArrayDataModule(prepared, t.batch_size, params.eval.batch_size, run.seed, run.size)
+    data = ArrayDataModule(prepared, t.batch_size, t.val_batch_size, run.seed, run.size)
     world = t.devices * t.num_nodes
     steps_per_epoch = len(data.train[1]) // t.batch_size     # batch_size is the global batch
     if steps_per_epoch < 1:
@@ -303,10 +304,11 @@ def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model
     ckpt = ModelCheckpoint(dirpath=resume_dir, filename="last", monitor=None, save_top_k=1,
                            save_last=False, every_n_epochs=1, save_on_train_epoch_end=True,
                            enable_version_counter=False)
+    precision = resolve_precision(t.precision, t.accelerator)
     trainer = L.Trainer(
         max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy,
-        precision=resolve_precision(t.precision, t.accelerator),
+        precision=precision,
         logger=logger, callbacks=[ckpt, EpochLog()], plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0, log_every_n_steps=10,
         use_distributed_sampler=False, enable_model_summary=False, deterministic=False)
@@ -318,13 +320,14 @@ def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model
         raise StageError(
             f"out of memory training {run.id} on {trainer.strategy.root_device} with "
             f"train.batch_size={t.batch_size} ({t.batch_size // world} per device): lower "
-            f"train.batch_size (or eval.batch_size), or model.image_size, or use more devices "
-            f"(train.devices). Training resumes from its last epoch. "
+            f"train.batch_size (or train.val_batch_size), or model.image_size, or use more "
+            f"devices (train.devices). Training resumes from its last epoch. "
             f"[{str(e).splitlines()[0][:200]}]") from None
 
     if trainer.is_global_zero:
+        env = describe(trainer.strategy.root_device, precision)
         save_classifier(module.net, model_out, epoch=trainer.current_epoch - 1,
-                        global_step=trainer.global_step)
+                        global_step=trainer.global_step, environment=env)
         with atomic_path(live_out) as tmp:
             shutil.copytree(resume_dir / "dvclive", tmp)
         shutil.rmtree(resume_dir, ignore_errors=True)

@@ -45,19 +45,34 @@ def wheel_name(path: Path) -> str:
     return norm(path.name.split("-")[0])
 
 
+GPU_PYTHON = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_platform": "linux",
+              "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+              "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+
+
 def needed_here() -> list[str]:
-    """requirements.txt entries the GPU machine lacks, pinned to the versions installed here."""
-    from importlib.metadata import version
+    """The direct dependencies (requirements.in) that the GPU machine lacks, at the versions the
+    lock (requirements.txt) pins for that machine's Python and platform. The lock says every
+    version, so nothing here depends on what this Python has installed."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        sys.exit("gpu_check: needs the `packaging` module: run it with the project's Python "
+                 "(`. .venv/bin/activate`, after `pip install -r requirements.txt`)")
+
+    def reqs(name: str) -> list:
+        lines = (line.split("#")[0].strip() for line in (ROOT / name).read_text().splitlines())
+        return [Requirement(line) for line in lines if line and not line.startswith("-")]
+
+    pins = {norm(r.name): f"{r.name}{r.specifier}" for r in reqs("requirements.txt")
+            if r.marker is None or r.marker.evaluate(GPU_PYTHON)}
     there = gpu_machine_packages()
-    out = []
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if not line:
-            continue
-        name = re.split(r"[<>=!~ \[]", line, maxsplit=1)[0]
-        if norm(name) not in there:
-            out.append(f"{name}=={version(name)}")
-    return out
+    missing = [norm(r.name) for r in reqs("requirements.in") if norm(r.name) not in there]
+    unpinned = [name for name in missing if name not in pins]
+    if unpinned:
+        sys.exit(f"gpu_check: requirements.txt pins no version of {', '.join(unpinned)}: "
+                 "recompile it from requirements.in (the command is in requirements.in)")
+    return [pins[name] for name in missing]
 
 
 def fetch_wheels(dest: Path) -> None:

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, committed_params_text
 
 pytestmark = pytest.mark.e2e      # subprocesses
 
@@ -64,7 +63,7 @@ def test_gpu_check_study_params_are_valid_params(tmp_path, device):
     from augvit.params import parse_params
 
     out = tmp_path / "params.yaml"
-    shutil.copy(ROOT / "params.yaml", out)
+    out.write_text(committed_params_text())
     subprocess.run([sys.executable, str(ROOT / "bench/gpu_check.py"), "study-params", str(out),
                     device], check=True, capture_output=True)
     p = parse_params(yaml.safe_load(out.read_text()), out)
@@ -72,3 +71,16 @@ def test_gpu_check_study_params_are_valid_params(tmp_path, device):
     assert p.model.patch_size == 16 and p.model.image_size == 224
     assert p.study.baseline == "none" and len(p.study.seeds) == 1
     assert list(p.study.train_sizes) == ([49000] if device == "cuda" else [512])
+
+
+def test_gpu_check_takes_versions_from_the_lock_not_from_the_installed_packages():
+    """What to carry to the GPU machine comes from requirements.in and the lock alone; without
+    `packaging` (a Python outside the project's environment) it says so by name."""
+    code = ("import sys; sys.path.insert(0, 'bench'); import gpu_check; "
+            "print(gpu_check.needed_here())")
+    ok = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0 and "==" in ok.stdout, ok.stderr
+    bare = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True,
+                          text=True)                  # -S: no site-packages, as outside the venv
+    assert bare.returncode != 0 and "needs the `packaging` module" in bare.stderr, bare.stderr
+    assert "Traceback" not in bare.stderr

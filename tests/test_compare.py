@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from augvit.report import render_markdown, summarize, summary_metrics
+from augvit.report import render_environments, render_markdown, summarize, summary_metrics
 from augvit.stats import holm, mean_ci, paired_difference
 
 
@@ -118,3 +118,21 @@ def test_summary_metrics_are_flat_numbers_per_group():
     frozen = m["version_1"]["frozen"]["n100"]                # no frozen baseline: no diff
     assert "diff" not in frozen and frozen["vs_finetuned"] == pytest.approx(-0.23)
     assert all(isinstance(v, float) for g in (v1, frozen) for v in g.values())
+
+
+def test_the_report_lists_environments_and_says_when_a_study_mixes_them():
+    epyc = {"cpu": "AMD EPYC", "cpu_flags": ["avx2"], "precision": "32-true", "torch": "2.14.1"}
+    xeon = {**epyc, "cpu": "Intel Xeon", "cpu_flags": ["amx_tile", "avx2"]}
+    one = render_environments({"a/seed0": epyc, "a/seed1": dict(epyc)})
+    assert "All 2 runs were trained in one environment" in one and "mixes" not in one
+    mixed = render_environments({"a/seed0": epyc, "a/seed1": xeon, "b/seed0": epyc})
+    assert "**This study mixes 2 environments.**" in mixed
+    assert "| 2 | AMD EPYC (avx2) |" in mixed and "| 1 | Intel Xeon (amx_tile, avx2) |" in mixed
+
+
+def test_a_recorded_environment_keeps_only_short_strings():
+    from augvit.environment import plain_environment
+    got = plain_environment({"cpu": "x" * 10, "cpu_flags": ["avx2"], "evil": {"a": 1},
+                             "long": "y" * 1000, 3: "z"})
+    assert got == {"cpu": "x" * 10, "cpu_flags": ["avx2"]}
+    assert plain_environment("not a dict") == {}

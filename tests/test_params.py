@@ -35,7 +35,7 @@ def problems_of(raw: dict) -> list[str]:
 
 
 def test_default_params_are_valid_and_hold_the_seed_versions():
-    p = load_params(ROOT / "params.yaml")
+    p = parse_params(DEFAULT_PARAMS)
     assert list(p.recipe("version_0")) == ["hflip", "crop"]
     assert list(p.recipe("version_1")) == ["hflip", "crop", "color_jitter", "blur", "grayscale"]
     assert list(p.recipe("version_2")) == ["hflip", "crop", "color_jitter", "blur"]
@@ -141,7 +141,7 @@ def test_unknown_section_and_missing_file(tmp_path):
 
 
 def test_params_are_immutable_once_loaded():
-    p = load_params(ROOT / "params.yaml")
+    p = parse_params(DEFAULT_PARAMS)
     with pytest.raises(Exception):
         p.train.epochs = 99
 
