@@ -58,7 +58,7 @@ def describe(device: torch.device, precision: str) -> dict:
     """This process's environment, for a run's record."""
     env = {"python": platform.python_version(), "platform": platform.platform(terse=True),
            **{name: _version(name) for name in PACKAGES}, "augvit": project_commit(),
-           "precision": precision, **cpu_description()}
+           "precision": precision, "threads": torch.get_num_threads(), **cpu_description()}
     if device.type == "cuda":
         env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
     return env
@@ -66,7 +66,8 @@ def describe(device: torch.device, precision: str) -> dict:
 
 def machine_key(env: dict) -> tuple:
     """What makes two runs' arithmetic comparable: device and the numerical software."""
-    return tuple(env.get(k) for k in ("cpu", "gpu", "cuda", "precision", "torch", "transformers"))
+    return tuple(env.get(k) for k in ("cpu", "gpu", "cuda", "precision", "threads", "torch",
+                                      "transformers"))
 
 
 def plain_environment(env: object) -> dict:
@@ -79,6 +80,8 @@ def plain_environment(env: object) -> dict:
         if not isinstance(key, str) or len(key) > 40:
             continue
         if isinstance(value, str) and len(value) <= 200:
+            out[key] = value
+        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 16:
             out[key] = value
         elif isinstance(value, list) and all(isinstance(v, str) and len(v) <= 40
                                              for v in value[:32]):

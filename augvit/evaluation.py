@@ -15,16 +15,24 @@ from tqdm import tqdm
 from augvit.data.batches import ArrayBatches, load_split
 from augvit.environment import describe, plain_environment
 from augvit.model import load_classifier
+from augvit.predictions import encode_predictions
+
+
+def load_test(prepared: Path, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test split on `device`, loaded once for all the models a stage evaluates."""
+    images, labels = load_split(prepared, "test")
+    return images.to(device), labels.to(device)
 
 
 @torch.inference_mode()
-def evaluate(model_path: Path, prepared: Path, batch_size: int,
-             device: torch.device) -> tuple[dict, dict]:
-    """(metrics, details) of one model on the prepared test split."""
+def evaluate(model_path: Path, prepared: Path | tuple[torch.Tensor, torch.Tensor],
+             batch_size: int, device: torch.device) -> tuple[dict, dict]:
+    """(metrics, details) of one model on the prepared test split (a folder, or its tensors
+    from `load_test`)."""
     model = load_classifier(model_path, device)
     classes = model.config["classes"]
     n = len(classes)
-    images, labels = (t.to(device) for t in load_split(prepared, "test"))
+    images, labels = load_test(prepared, device) if isinstance(prepared, Path) else prepared
     confusion = torch.zeros(n * n, dtype=torch.int64, device=device)    # row: true, col: pred
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     predicted = []
@@ -46,7 +54,8 @@ def evaluate(model_path: Path, prepared: Path, batch_size: int,
                "classes": classes, "n_test": len(labels),
                "per_class_acc": [round(v, 6) for v in per_class.tolist()],
                "confusion": matrix.tolist(),             # rows: actual class, columns: predicted
-               "predicted": torch.cat(predicted).cpu().tolist(),   # test set order
+               # every test image's predicted class, in test set order, as short text
+               "predicted": encode_predictions(torch.cat(predicted).cpu().numpy(), n),
                "environment": {"train": plain_environment(model.record.get("environment")),
                                "evaluate": describe(device, "bf16-mixed" if device.type ==
                                                     "cuda" else "32-true")}}

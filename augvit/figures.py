@@ -34,9 +34,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from augvit.augment import build_inputs  # noqa: E402
 from augvit.augment.mixing import MIXING_OPS, mix_batch  # noqa: E402
 from augvit.data.batches import load_classes, load_split  # noqa: E402
-from augvit.io import atomic_path, load_json  # noqa: E402
+from augvit.io import StageError, atomic_path, load_json  # noqa: E402
 from augvit.layout import BACKBONE_LABELS, Run, group_label, groups  # noqa: E402
 from augvit.params import Params  # noqa: E402
+from augvit.predictions import decode_predictions  # noqa: E402
 from augvit.report import size_effect_rows  # noqa: E402
 
 
@@ -67,7 +68,7 @@ def plot_curves(p: Params, live: Path, out: Path) -> None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     styles = ["-", "--", ":", "-."]
     for gi, (version, backbone, size) in enumerate(groups(p)):
-        c = colors[list(p.versions).index(version) % len(colors)]
+        c = colors[p.study.versions.index(version) % len(colors)]
         style = styles[(p.study.backbones.index(backbone) * len(p.study.train_sizes)
                         + p.study.train_sizes.index(size)) % len(styles)]
         for ax, metric in zip(axes, ("acc", "loss")):
@@ -88,38 +89,41 @@ def plot_curves(p: Params, live: Path, out: Path) -> None:
     _save(fig, out)
 
 
-def plot_comparison(analysis: dict, baseline: str, out: Path) -> None:
-    """Left: test accuracy per group with its 95% CI. Right: each version minus the baseline
-    (paired by seed) with its 95% CI; filled markers hold after Holm's adjustment."""
-    rows = list(analysis.values())
-    diffs = [g for g in rows if "acc_diff_vs_baseline" in g]
-    fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.1 * len(rows) + 4), 4.2),
-                             gridspec_kw={"width_ratios": [len(rows), max(1, len(diffs))]})
+def plot_comparison(analysis: dict, out: Path) -> None:
+    """Left: test accuracy per group with its 95% CI. Right: every comparison of the family
+    (each version minus the baseline, then each named contrast), paired by seed, with its 95%
+    CI; filled markers are the ones the verdict rules call "helps" or "hurts"."""
+    rows, comps = list(analysis["groups"].values()), analysis["comparisons"]
+    many = len({(r["backbone"], r["train_size"]) for r in rows}) > 1
+    fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.1 * (len(rows) + len(comps)) + 2), 4.4),
+                             gridspec_kw={"width_ratios": [len(rows), max(1, len(comps))]})
 
-    def label(g: dict) -> str:
-        many = len({(r["backbone"], r["train_size"]) for r in rows}) > 1
-        return g["version"] + (f"\n{BACKBONE_LABELS[g['backbone']]}, n={g['train_size']}"
-                               if many else "")
+    def where(x: dict) -> str:
+        return f"\n{BACKBONE_LABELS[x['backbone']]}, n={x['train_size']}" if many else ""
 
-    for ax, items, key, scale in ((axes[0], rows, "test_acc", 100),
-                                  (axes[1], diffs, "acc_diff_vs_baseline", 100)):
-        for k, g in enumerate(items):
-            c = g[key]
-            mean = scale * c["mean"]
-            err = None if c["ci95"] is None else [[mean - scale * c["ci95"][0]],
-                                                  [scale * c["ci95"][1] - mean]]
-            holds = key != "test_acc" and c["holds_after_holm"]
-            ax.errorbar(k, mean, yerr=err, fmt="o", capsize=5, color="tab:blue",
-                        markerfacecolor="tab:blue" if holds or key == "test_acc" else "white")
-        ax.set_xticks(range(len(items)), [label(g) for g in items], fontsize=8, rotation=30,
-                      ha="right")
+    items = [(axes[0], g["test_acc"], g["version"] + where(g), True) for g in rows] + \
+        [(axes[1], c["diff"], c["name"].replace(" - ", " −\n") + where(c),
+          c["verdict"]["verdict"] in ("helps", "hurts")) for c in comps]
+    ticks: dict = {axes[0]: [], axes[1]: []}
+    for ax, c, label, filled in items:
+        k, mean = len(ticks[ax]), 100 * c["mean"]
+        err = None if c["ci95"] is None else [[mean - 100 * c["ci95"][0]],
+                                              [100 * c["ci95"][1] - mean]]
+        ax.errorbar(k, mean, yerr=err, fmt="o", capsize=5, color="tab:blue",
+                    markerfacecolor="tab:blue" if filled else "white")
+        ticks[ax].append(label)
+    for ax, labels in ticks.items():
+        ax.set_xticks(range(len(labels)), labels, fontsize=8, rotation=30, ha="right")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
     n = rows[0]["test_acc"]["n"] if rows else 0
     axes[0].set_title(f"Test accuracy, mean and 95% CI over {n} seed(s)", fontsize=10)
     axes[1].axhline(0, color="grey", lw=1)
-    axes[1].set_ylabel(f"difference to {baseline} (pp)")
-    axes[1].set_title("vs baseline, paired (filled: holds after Holm)", fontsize=10)
+    for sign in (-1, 1):
+        axes[1].axhline(sign * 100 * analysis["target"], color="grey", lw=0.8, ls=":")
+    axes[1].set_ylabel("difference (pp)")
+    axes[1].set_title("Paired differences, 95% CI (filled: helps / hurts;\n"
+                      "dotted: the target difference)", fontsize=10)
     fig.tight_layout()
     _save(fig, out)
 
@@ -142,7 +146,7 @@ def plot_size_effect(rows: list[dict], baseline: str, out: Path) -> None:
         line = ax.errorbar(x, y, yerr=None if np.isnan(err).all() else err, marker="o",
                            capsize=4, label=name)
         for xi, yi, r in zip(x, y, pts):
-            if not r["holds"]:
+            if r["verdict"] not in ("helps", "hurts"):
                 ax.plot(xi, yi, "o", color="white", markeredgecolor=line[0].get_color(),
                         zorder=3)
     ax.axhline(0, color="grey", lw=1)
@@ -152,7 +156,7 @@ def plot_size_effect(rows: list[dict], baseline: str, out: Path) -> None:
     ax.set_xlabel("train images (log scale)")
     ax.set_ylabel(f"test accuracy minus {baseline} (pp)")
     ax.set_title("What each version adds over the control, by data size\n(paired 95% CI; "
-                 "filled: holds after Holm)", fontsize=10)
+                 "filled: helps / hurts by the report's rules)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -232,8 +236,9 @@ def curve_rows(p: Params, live: Path) -> list[dict]:
     return rows
 
 
-def per_class_rows(p: Params, details: Path) -> list[dict]:
-    """plots/per_class.json: per group and class, the seeds' mean accuracy."""
+def per_class_rows(p: Params, details: Path, classes: list[str]) -> list[dict]:
+    """plots/per_class.json: per group and class, the seeds' mean accuracy. Class names come
+    from the prepared data (checked there), never from eval/ files, which a remote can send."""
     rows = []
     for version, backbone, size in groups(p):
         runs = [load_json(Run(version, backbone, size, s).path(details, ".json"))
@@ -241,17 +246,21 @@ def per_class_rows(p: Params, details: Path) -> list[dict]:
         acc = np.mean([r["per_class_acc"] for r in runs], axis=0)
         label = group_label(p, version, backbone, size)
         rows += [{"class": c, "version": label, "acc": round(float(a), 5)}
-                 for c, a in zip(runs[0]["classes"], acc)]
+                 for c, a in zip(classes, acc, strict=True)]
     return rows
 
 
-def write_confusion_rows(details: dict, labels: np.ndarray, out: Path) -> None:
+def write_confusion_rows(details: dict, labels: np.ndarray, classes: list[str],
+                         out: Path) -> None:
     """One row per test image, as DVC's confusion templates want them."""
-    classes = details["classes"]
+    predicted = decode_predictions(details["predicted"], max_len=len(labels))
+    if len(predicted) != len(labels) or (predicted.size and predicted.max() >= len(classes)):
+        raise StageError(f"{out.name}: the evaluation's predictions do not match the test "
+                         f"set ({len(predicted)} for {len(labels)} images); rerun `dvc repro`")
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["actual", "predicted"])
-        w.writerows((classes[a], classes[b]) for a, b in zip(labels, details["predicted"]))
+        w.writerows((classes[a], classes[b]) for a, b in zip(labels, predicted))
 
 
 def render_all(p: Params, live: Path, details: Path, analysis: Path, recipes: Path,
@@ -261,20 +270,21 @@ def render_all(p: Params, live: Path, details: Path, analysis: Path, recipes: Pa
     with atomic_path(out_dir) as tmp:
         (tmp / "confusion").mkdir(parents=True)
         (tmp / "curves.json").write_text(json.dumps(curve_rows(p, live)) + "\n")
-        (tmp / "per_class.json").write_text(json.dumps(per_class_rows(p, details)) + "\n")
+        classes = load_classes(prepared)
+        (tmp / "per_class.json").write_text(json.dumps(per_class_rows(p, details, classes))
+                                            + "\n")
         effect = size_effect_rows(study)
         (tmp / "size_effect.json").write_text(json.dumps(effect) + "\n")
         labels = load_split(prepared, "test")[1].numpy()
         for version, backbone, size in groups(p):
             first = Run(version, backbone, size, p.study.seeds[0])
-            write_confusion_rows(load_json(first.path(details, ".json")), labels,
+            write_confusion_rows(load_json(first.path(details, ".json")), labels, classes,
                                  tmp / "confusion" / f"{version}-{backbone}-n{size}.csv")
         plot_curves(p, live, tmp / "curves.png")
-        plot_comparison(study, p.study.baseline, tmp / "comparison.png")
+        plot_comparison(study, tmp / "comparison.png")
         plot_size_effect(effect, p.study.baseline, tmp / "size_effect.png")
         images, picked = preview_images(prepared, p.plots.preview_images, p.plots.preview_seed)
-        classes = load_classes(prepared)
-        for version in p.versions:
+        for version in p.study.versions:
             recipe = load_json(recipes / f"{version}.json")["ops"]
             plot_preview(p, version, recipe, images, picked, classes,
                          tmp / "previews" / f"{version}.png")

@@ -19,7 +19,7 @@ BACKBONE_LABELS = {"finetuned": "fine-tuned", "frozen": "frozen"}
 class Run:
     version: str
     backbone: str          # "finetuned" | "frozen"
-    size: int              # train images: the first `size` of the prepared (stratified) order
+    size: int              # train images: a class-balanced subset, its own for each seed
     seed: int
 
     @property
@@ -40,8 +40,13 @@ class Run:
 
     @property
     def stage_suffix(self) -> str:
-        """DVC's name for this run's matrix stages: train@<suffix>, evaluate@<suffix>."""
+        """DVC's name for this run's training: train@<suffix>."""
         return f"{self.version}-{self.backbone}-{self.size}-{self.seed}"
+
+    @property
+    def group_suffix(self) -> str:
+        """DVC's name for its group's evaluation (every seed in one process): evaluate@<suffix>."""
+        return f"{self.version}-{self.backbone}-{self.size}"
 
 
 def runs(p: Params) -> list[Run]:
@@ -51,7 +56,7 @@ def runs(p: Params) -> list[Run]:
 
 def groups(p: Params) -> list[tuple[str, str, int]]:
     """(version, backbone, train size) of every group, in params order."""
-    return [(v, b, n) for v in p.versions for b in p.study.backbones
+    return [(v, b, n) for v in p.study.versions for b in p.study.backbones
             for n in p.study.train_sizes]
 
 

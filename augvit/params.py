@@ -122,7 +122,9 @@ EXCLUSIVE = (("crop", "pad_crop"), ("rand_augment", "trivial_augment"))
 # ------------------------------------------------------------------ settings sections
 
 class DataParams(Section):
-    source: str = allowed("a Hugging Face dataset id or a local folder/archive", min_length=1)
+    source: Annotated[str, Field(min_length=1)] | list[Annotated[str, Field(min_length=1)]] = \
+        allowed("a Hugging Face dataset id or a local folder/archive, or a non-empty list of "
+                "them tried in turn")
     sha256: str | None = allowed("null or 64 lowercase hex digits (sha256sum's output)",
                                  pattern=r"^[0-9a-f]{64}$")
     image_size: int = allowed("a whole number >= 8", ge=8)
@@ -139,7 +141,10 @@ class DataParams(Section):
 
 class StudyParams(Section):
     """The study's axes (one run per version x backbone x train size x seed) and its baseline."""
-    baseline: str = allowed("one of the versions")
+    versions: list[str] = allowed(
+        "a non-empty list of distinct names defined under `versions`: the ones the study runs",
+        min_length=1)
+    baseline: str = allowed("one of study.versions")
     seeds: list[int] = allowed("a non-empty list of distinct whole numbers", min_length=1)
     train_sizes: list[Annotated[int, Field(ge=1)]] = allowed(
         "a non-empty list of distinct whole numbers >= 1 (images of the train split; a smaller "
@@ -147,6 +152,12 @@ class StudyParams(Section):
     backbones: list[Literal["finetuned", "frozen"]] = allowed(
         "a non-empty list of distinct settings: [finetuned], [frozen] or [finetuned, frozen]",
         min_length=1)
+    contrasts: dict[str, tuple[str, str]] = allowed(
+        "a mapping name -> [version, other version] (the first minus the second, paired by "
+        "seed); {} for none")
+    target_difference: float = allowed(
+        "a number in (0, 1): the smallest difference in test accuracy worth finding (0.01 = 1 "
+        "point); the report's power figures and verdicts use it", gt=0, lt=1)
 
 
 class ModelParams(Section):
@@ -358,8 +369,17 @@ def _relations(s: dict[str, Any], versions: dict, problems: list[str]) -> None:
                st.backbones, "a non-empty list of distinct settings: [finetuned], [frozen] or "
                "[finetuned, frozen]")
         if versions:
-            _check(problems, st.baseline in versions, "study.baseline", st.baseline,
-                   f"one of the versions ({', '.join(versions)})")
+            _check(problems, len(set(st.versions)) == len(st.versions) and
+                   all(v in versions for v in st.versions), "study.versions", st.versions,
+                   f"distinct names defined under versions ({', '.join(versions)})")
+        _check(problems, st.baseline in st.versions, "study.baseline", st.baseline,
+               f"one of study.versions ({', '.join(st.versions)})")
+        for name, pair in st.contrasts.items():
+            _check(problems, bool(VERSION_NAME.match(name)), f"study.contrasts.{name}", name,
+                   "a name of a letter then letters, digits or _")
+            _check(problems, pair[0] != pair[1] and all(v in st.versions for v in pair),
+                   f"study.contrasts.{name}", list(pair),
+                   f"two different versions of study.versions ({', '.join(st.versions)})")
 
 
 def parse_params(raw: Any, path: str | Path = "params.yaml") -> Params:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from augvit.environment import machine_key
 from augvit.io import load_json
 from augvit.layout import BACKBONE_LABELS, runs
 from augvit.params import Params
-from augvit.stats import holm, mean_ci, paired_difference
+from augvit.stats import (hierarchical_bootstrap, holm, mean_ci, min_detectable_difference,
+                          paired_difference, power, replication_probability, seeds_needed,
+                          variance_components, verdict)
 
 ALPHA = 0.05
 Table = dict[tuple[str, str, int], dict[int, dict]]
@@ -37,28 +38,67 @@ def collect(runs_dir: Path, p: Params) -> Table:
     return table
 
 
-def summarize(table: Table, baseline: str, losses: dict | None = None) -> dict:
-    """The analysis per group; `losses` (same keys as table) gives each run's test loss."""
+def summarize(table: Table, baseline: str, losses: dict | None = None,
+              contrasts: dict[str, tuple[str, str]] | None = None, target: float = 0.01,
+              correct: dict | None = None) -> dict:
+    """The whole analysis: per group (version x backbone x size) its accuracy over seeds; every
+    comparison of the family (each version against the baseline, each named contrast a - b,
+    per backbone and size) with its paired test, Holm-adjusted over the family, its power
+    and its verdict; frozen minus fine-tuned (outside the family) where both ran.
+    `losses` and `correct` (group -> (n_seeds, n_test) 0/1 array in seed order) are optional."""
     groups = {}
     for (v, b, n), seeds in table.items():
-        acc = {s: m["acc"] for s, m in seeds.items()}
         entry = {"version": v, "backbone": b, "train_size": n, "seeds": sorted(seeds),
-                 "test_acc": mean_ci(list(acc.values()))}
+                 "test_acc": mean_ci([m["acc"] for m in seeds.values()])}
         if losses is not None:
             entry["test_loss"] = mean_ci(list(losses[(v, b, n)].values()))
-        base = table.get((baseline, b, n))
-        if base is not None and v != baseline:
-            entry["acc_diff_vs_baseline"] = paired_difference(
-                acc, {s: m["acc"] for s, m in base.items()})
         if b == "frozen" and (v, "finetuned", n) in table:   # same version, size and seed
-            trained = {s: m["acc"] for s, m in table[(v, "finetuned", n)].items()}
-            entry["acc_diff_frozen_vs_finetuned"] = paired_difference(acc, trained)
+            entry["acc_diff_frozen_vs_finetuned"] = paired_difference(
+                _acc(table, (v, b, n)), _acc(table, (v, "finetuned", n)))
         groups[f"{v}/{b}/n{n}"] = entry
-    diffs = [g["acc_diff_vs_baseline"] for g in groups.values() if "acc_diff_vs_baseline" in g]
-    for d, adjusted in zip(diffs, holm([d["p_value"] for d in diffs])):
-        d["p_holm"] = adjusted
-        d["holds_after_holm"] = adjusted is not None and adjusted <= ALPHA and d["mean"] != 0
-    return groups
+    family = _family(table, baseline, contrasts or {})
+    for c, adjusted in zip(family, holm([c["diff"]["p_value"] for c in family])):
+        _judge(c, adjusted, len(family), target, correct)
+        if c["kind"] == "baseline":
+            groups[f"{c['a']}/{c['backbone']}/n{c['train_size']}"]["acc_diff_vs_baseline"] = \
+                c["diff"]
+    return {"baseline": baseline, "alpha": ALPHA, "target": target, "family_size": len(family),
+            "groups": groups, "comparisons": family}
+
+
+def _acc(table: Table, key: tuple[str, str, int]) -> dict[int, float]:
+    return {s: m["acc"] for s, m in table[key].items()}
+
+
+def _family(table: Table, baseline: str, contrasts: dict) -> list[dict]:
+    """The comparisons tested together: each version minus the baseline, then each contrast."""
+    pairs = [("baseline", f"{v} - {baseline}", v, baseline, b, n)
+             for (v, b, n) in table if v != baseline and (baseline, b, n) in table]
+    pairs += [("contrast", name, a, c, b, n) for name, (a, c) in contrasts.items()
+              for (v, b, n) in table if v == a and (c, b, n) in table]
+    return [{"kind": kind, "name": name, "a": a, "b": other, "backbone": b, "train_size": n,
+             "diff": paired_difference(_acc(table, (a, b, n)), _acc(table, (other, b, n)))}
+            for kind, name, a, other, b, n in pairs]
+
+
+def _judge(c: dict, p_holm: float | None, m: int, target: float, correct: dict | None) -> None:
+    """Holm, power, verdict and (with per-image results) the seed-and-image interval."""
+    d = c["diff"]
+    d["p_holm"] = p_holm
+    d["holds_after_holm"] = p_holm is not None and p_holm <= ALPHA and d["mean"] != 0
+    c["verdict"] = verdict(d["mean"], d["std"], d["n"], p_holm, target=target, alpha=ALPHA,
+                           m=m)
+    testable = d["std"] is not None and d["std"] > 0 and d["n"] >= 2
+    c["power"] = None if not testable else {
+        "sd": d["std"], "at_target": power(d["std"], d["n"], target, ALPHA, m),
+        "min_detectable": min_detectable_difference(d["std"], d["n"], ALPHA, m),
+        "seeds_needed": seeds_needed(d["std"], target, ALPHA, m),
+        "rerun": replication_probability(d["mean"], d["std"], d["n"], ALPHA, m)}
+    ka, kb = (c["a"], c["backbone"], c["train_size"]), (c["b"], c["backbone"], c["train_size"])
+    if correct and ka in correct and kb in correct and d["n"] >= 2:
+        a, b = correct[ka][:d["n"]], correct[kb][:d["n"]]
+        c["images"] = {"bootstrap": hierarchical_bootstrap(a, b),
+                       "components": variance_components(a, b)}
 
 
 def _interval(prefix: str, c: dict | None) -> dict[str, float]:
@@ -72,106 +112,40 @@ def _interval(prefix: str, c: dict | None) -> dict[str, float]:
     return out
 
 
-def summary_metrics(groups: dict) -> dict:
+def summary_metrics(analysis: dict) -> dict:
     """metrics/summary.json: per version / backbone / n<size>: acc (mean over seeds) with
     acc_low/high (its 95% CI); against the baseline: diff, diff_low/high and the Holm-adjusted
-    p_holm (the one that says whether a difference holds); frozen groups: vs_finetuned with its
-    interval. n_seeds once. Test loss and the unadjusted p live in reports/comparison.json: a
-    few columns per version keep `dvc exp show` readable (66 -> 57 for 5 versions x 5 seeds)."""
-    out: dict = {"n_seeds": max(g["test_acc"]["n"] for g in groups.values())}
-    for g in groups.values():
+    p_holm; frozen groups: vs_finetuned with its interval; per contrast the same as the
+    baseline's under contrasts/<name>/<backbone>/n<size>. n_seeds once. Test loss, power and
+    verdicts live in reports/comparison.json: a few columns per version keep `dvc exp show`
+    readable."""
+    groups = analysis["groups"].values()
+    out: dict = {"n_seeds": max(g["test_acc"]["n"] for g in groups)}
+    for g in groups:
         entry = _interval("acc", g["test_acc"])
-        if d := g.get("acc_diff_vs_baseline"):
-            entry |= _interval("diff", d)
-            if d["p_holm"] is not None:
-                entry["p_holm"] = round(d["p_holm"], 5)
         entry |= _interval("vs_finetuned", g.get("acc_diff_frozen_vs_finetuned"))
         out.setdefault(g["version"], {}).setdefault(g["backbone"], {})[
             f"n{g['train_size']}"] = entry
+    for c in analysis["comparisons"]:
+        entry = _interval("diff", c["diff"])
+        if c["diff"]["p_holm"] is not None:
+            entry["p_holm"] = round(c["diff"]["p_holm"], 5)
+        where = out[c["a"]] if c["kind"] == "baseline" else \
+            out.setdefault("contrasts", {}).setdefault(c["name"], {})
+        where.setdefault(c["backbone"], {}).setdefault(f"n{c['train_size']}", {}).update(entry)
     return out
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}"
-
-
-def _ci(c: dict) -> str:
-    if c.get("zero_variance"):
-        return "n/a (no variance)"
-    return "n/a (1 seed)" if c["ci95"] is None else f"[{_pct(c['ci95'][0])}, {_pct(c['ci95'][1])}]"
-
-
-def _p(p: float | None) -> str:
-    return "n/a" if p is None else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
-def render_markdown(groups: dict, baseline: str) -> str:
-    n_tests = sum("acc_diff_vs_baseline" in g for g in groups.values())
-    lines = ["# Augmentation study: test accuracy (%)", "",
-             f"Mean over seeds and 95% CI of the mean (Student's t). Differences to {baseline} are "
-             "paired by seed (same init and data order): mean, 95% CI, paired-t p-value, and the "
-             f"p-value Holm-adjusted over all {n_tests} comparisons with {baseline}. *Holds* = "
-             f"Holm-adjusted p <= {ALPHA} (the family-wise error rate over all of them is at "
-             f"most {ALPHA}).", "",
-             f"| version | backbone | train images | n | test acc | 95% CI | test loss "
-             f"| diff vs {baseline} (pp) | 95% CI of diff | p | p (Holm) | holds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for g in groups.values():
-        a, d = g["test_acc"], g.get("acc_diff_vs_baseline")
-        diff = ("(baseline)", "", "", "", "") if d is None else (
-            f"{100 * d['mean']:+.2f}", _ci(d), _p(d["p_value"]), _p(d["p_holm"]),
-            "**yes**" if d["holds_after_holm"] else "no")
-        loss = f"{g['test_loss']['mean']:.4f}" if "test_loss" in g else "n/a"
-        lines.append(f"| {g['version']} | {BACKBONE_LABELS[g['backbone']]} | {g['train_size']} "
-                     f"| {a['n']} | {_pct(a['mean'])} | {_ci(a)} | {loss} | "
-                     + " | ".join(diff) + " |")
-    frozen = [g for g in groups.values() if "acc_diff_frozen_vs_finetuned" in g]
-    if frozen:
-        lines += ["", "## Frozen backbone minus fine-tuned backbone (same version, size, seed)",
-                  "", "| version | train images | diff (pp) | 95% CI | p |", "|---|---|---|---|---|"]
-        for g in frozen:
-            d = g["acc_diff_frozen_vs_finetuned"]
-            lines.append(f"| {g['version']} | {g['train_size']} | {100 * d['mean']:+.2f} "
-                         f"| {_ci(d)} | {_p(d['p_value'])} |")
-    return "\n".join(lines) + "\n"
-
-
-def size_effect_rows(groups: dict) -> list[dict]:
-    """Rows for the data-size chart: each version's difference to the baseline per train size."""
+def size_effect_rows(analysis: dict) -> list[dict]:
+    """Rows for the data-size chart: each version's difference to the baseline per train size,
+    with its verdict."""
     rows = []
-    for g in groups.values():
-        d = g.get("acc_diff_vs_baseline")
-        if d is not None:
+    for c in analysis["comparisons"]:
+        if c["kind"] == "baseline":
+            d = c["diff"]
             lo, hi = (np.nan, np.nan) if d["ci95"] is None else d["ci95"]
-            rows.append({"train_size": g["train_size"], "version": g["version"],
-                         "backbone": g["backbone"], "diff": round(100 * d["mean"], 3),
+            rows.append({"train_size": c["train_size"], "version": c["a"],
+                         "backbone": c["backbone"], "diff": round(100 * d["mean"], 3),
                          "diff_low": round(100 * lo, 3), "diff_high": round(100 * hi, 3),
-                         "holds": d["holds_after_holm"]})
+                         "verdict": c["verdict"]["verdict"]})
     return rows
-
-
-def render_environments(environments: dict[str, dict]) -> str:
-    """Where the runs were trained: one row per distinct environment, and a plain warning when
-    the study mixes several (runs from another machine differ as another seed would)."""
-    kinds: dict[tuple, list[str]] = {}
-    for run_id, env in environments.items():
-        kinds.setdefault(machine_key(env), []).append(run_id)
-    lines = ["", "## Where the runs were trained", ""]
-    if len(kinds) == 1:
-        lines.append(f"All {len(environments)} runs were trained in one environment.")
-    else:
-        lines.append(f"**This study mixes {len(kinds)} environments.** Each environment's "
-                     "floating-point order acts like another seed, so its runs are not "
-                     "bit-for-bit reproducible on one machine; rerun them all on one machine "
-                     "(`dvc repro --force`) for an exact replicate.")
-    lines += ["", "| runs | device | precision | torch | transformers | lightning | python "
-              "| augvit |", "|---|---|---|---|---|---|---|---|"]
-    for ids in kinds.values():
-        env = environments[ids[0]]
-        device = env.get("gpu") and f"{env['gpu']} (CUDA {env.get('cuda')})" or \
-            f"{env.get('cpu', 'unknown')} ({', '.join(env.get('cpu_flags', [])) or 'no flags'})"
-        lines.append(f"| {len(ids)} | {device} | {env.get('precision', '?')} | "
-                     f"{env.get('torch', '?')} | {env.get('transformers', '?')} | "
-                     f"{env.get('lightning', '?')} | {env.get('python', '?')} | "
-                     f"{env.get('augvit', '?')} |")
-    return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from augvit.augment.mixing import MIXING_OPS, mix_batch
 from augvit.data.batches import ArrayBatches, load_classes, load_split
+from augvit.data.subsets import train_subset
 from augvit.environment import describe
 from augvit.io import StageError, atomic_path, load_json
 from augvit.layout import Run
@@ -122,8 +123,9 @@ class ArrayDataModule(L.LightningDataModule):
             raise StageError(f"study.train_sizes: {train_size} is more than the {len(labels)} "
                              f"images of the train split in {prepared}; use at most "
                              f"{len(labels)}.")
-        # the prepared order is stratified: its first train_size images are a balanced subset
-        self.train = images[:train_size], labels[:train_size]
+        # each seed trains on its own class-balanced subset (augvit/data/subsets.py)
+        keep = torch.from_numpy(train_subset(labels.numpy(), train_size, seed))
+        self.train = images[keep], labels[keep]
         self.val = load_split(prepared, "val")
 
     def setup(self, stage: str) -> None:
@@ -225,15 +227,43 @@ def run_fingerprint(params: Params, run: Run, recipe: dict, prepared: Path) -> s
                        "data": load_json(prepared / "meta.json")["counts"]}, sort_keys=True)
 
 
+def is_launch_rank_zero() -> bool:
+    """True in the process that will be the run's global rank 0, read before Lightning starts,
+    from the environment Lightning will pick: torchrun's RANK, else SLURM_PROCID under `srun`,
+    else NODE_RANK (or GROUP_RANK) and LOCAL_RANK, each 0 when unset (one process, or the
+    process that Lightning's own launcher starts its other ranks from)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+    env = os.environ
+    if TorchElasticEnvironment.detect():
+        return int(env["RANK"]) == 0
+    if "SLURM_PROCID" in env and SLURMEnvironment.detect():
+        return int(env["SLURM_PROCID"]) == 0
+    node = env.get("NODE_RANK", env.get("GROUP_RANK", "0"))
+    return int(node) == 0 and int(env.get("LOCAL_RANK", "0")) == 0
+
+
+def cluster_plugins() -> list:
+    """Under SLURM: Lightning's SLURM environment (ranks, nodes, address) without its requeue
+    handler, so a run has one resume mechanism, the epoch checkpoint in its resume folder.
+
+    Lightning's auto-requeue would save an `hpc_ckpt_<n>.ckpt` into the working directory on
+    SIGUSR1 and load it into whatever run starts there next; a requeued or resubmitted job
+    instead reruns `dvc repro`, and the run resumes from its own last completed epoch."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
 def open_resume_dir(resume_dir: Path, fingerprint: str, fresh: bool) -> bool:
     """True if a complete checkpoint of this very run is there to resume from; else empty it.
 
-    Only the launching process manages the folder (DDP re-launches the stage per rank).
+    Every process of a run decides alike (they read the same folder: on several nodes it must
+    be on a filesystem they share), but only global rank 0 changes it: under `srun` every
+    task, and on several nodes each node's first process, would otherwise empty it at once.
     """
     stamp, last = resume_dir / "config.json", resume_dir / "last.ckpt"
     resuming = (not fresh and stamp.is_file() and stamp.read_text() == fingerprint
                 and usable_checkpoint(last))
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and not resuming:
+    if is_launch_rank_zero() and not resuming:
         shutil.rmtree(resume_dir, ignore_errors=True)
         resume_dir.mkdir(parents=True)
         stamp.write_text(fingerprint)
@@ -309,7 +339,9 @@ def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model
         max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy,
         precision=precision,
-        logger=logger, callbacks=[ckpt, EpochLog()], plugins=[AtomicCheckpointIO()],
+        logger=logger, callbacks=[ckpt, EpochLog()],
+        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
+        default_root_dir=resume_dir,    # where Lightning would look for its own SLURM checkpoint
         num_sanity_val_steps=0, log_every_n_steps=10,
         use_distributed_sampler=False, enable_model_summary=False, deterministic=False)
     try:

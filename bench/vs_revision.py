@@ -12,6 +12,7 @@ whose `build_inputs` has today's signature.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import shutil
 import subprocess
@@ -39,18 +40,19 @@ def load_revision(rev: str):
                  f"{listing.stderr.strip() or 'neither augvit/augment/ nor stages/augment.py'}")
     files = [f for f in listing.stdout.split() if f.endswith(".py")]
     tmp = Path(tempfile.mkdtemp(prefix="vs_revision-"))
+    # Kept until the process ends: the op modules (augvit/augment/ops/) are imported by name
+    # when build_inputs first runs a recipe that uses them, after this returns.
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    for f in files:
+        src = _git("show", f"{rev}:{f}").stdout.replace("augvit.augment", "_rev_augment")
+        rel = "__init__.py" if f == "stages/augment.py" else Path(f).relative_to("augvit/augment")
+        (tmp / "_rev_augment" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / "_rev_augment" / rel).write_text(src)
+    sys.path.insert(0, str(tmp))
     try:
-        for f in files:
-            src = _git("show", f"{rev}:{f}").stdout.replace("augvit.augment", "_rev_augment")
-            name = "__init__.py" if f == "stages/augment.py" else Path(f).name
-            (tmp / "_rev_augment").mkdir(exist_ok=True)
-            (tmp / "_rev_augment" / name).write_text(src)
-        sys.path.insert(0, str(tmp))
-        return importlib.import_module("_rev_augment")   # stays in memory once imported
+        return importlib.import_module("_rev_augment")
     finally:
-        if str(tmp) in sys.path:
-            sys.path.remove(str(tmp))
-        shutil.rmtree(tmp, ignore_errors=True)
+        sys.path.remove(str(tmp))
 
 
 def main(argv: list[str] | None = None) -> None:

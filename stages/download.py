@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from augvit.data.fetch import fetch
+from augvit.data.sources import Limits
 from augvit.io import raise_on_sigterm, user_errors
 from augvit.params import load_params
 
@@ -17,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     raise_on_sigterm()
     with user_errors("download"):
         data = load_params(args.params).data
-        fetch(data.source, args.out, data.sha256)
+        fetch(data.source, args.out, data.sha256, Limits.of(data))
 
 
 if __name__ == "__main__":

@@ -58,8 +58,23 @@ def merged(base: dict, *updates: dict) -> dict:
 
 
 def tiny_params(*updates: dict) -> dict:
-    """The project's params.yaml with the tiny settings, then `updates`."""
-    return merged(DEFAULT_PARAMS, TINY, *updates)
+    """The project's params.yaml with the tiny settings, then `updates`. The study runs every
+    defined version (unless `updates` say otherwise), with the contrasts those allow."""
+    out = merged(DEFAULT_PARAMS, TINY, *updates)
+    if not any("versions" in u.get("study", {}) for u in updates):
+        out["study"]["versions"] = list(out["versions"])
+    return with_study_versions(out, out["study"]["versions"])
+
+
+def with_study_versions(params: dict, versions: list[str]) -> dict:
+    """params whose study runs `versions`: contrasts outside them dropped, the baseline kept if
+    it is among them (else the first)."""
+    st = params["study"]
+    st["versions"] = list(versions)
+    st["contrasts"] = {k: v for k, v in st["contrasts"].items() if set(v) <= set(versions)}
+    if st["baseline"] not in versions:
+        st["baseline"] = versions[0]
+    return params
 
 
 def data_params(**changes):

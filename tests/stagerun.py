@@ -13,7 +13,7 @@ import yaml
 
 from augvit.data.decode import prepare
 from augvit.data.fetch import fetch
-from conftest import ROOT, data_params, make_image_folder, pack, tiny_params
+from conftest import ROOT, data_params, make_image_folder, pack, tiny_params, with_study_versions
 
 
 def make_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -24,6 +24,7 @@ def make_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           "color_jitter"]}, "study": {"baseline": "v", "train_sizes": [90]},
                           "train": {"epochs": 6}, "eval": {"batch_size": 16}})
     params["versions"] = {"v": ["hflip", "crop", "color_jitter"]}
+    with_study_versions(params, ["v"])
     (w / "params.yaml").write_text(yaml.safe_dump(params))
     fetch(str(archive), w / "raw")
     prepare(data_params(image_size=16, val_fraction=0.25), w / "raw", w / "prepared")
@@ -45,14 +46,14 @@ def stage_cmd(w: Path, stage: str, out: Path, params: Path | None = None) -> lis
         return ["-m", "stages.train", *p, "--version", "v", "--backbone", "finetuned",
                 "--train-size", "90", "--seed", "0",
                 "--recipe", str(w / "recipe.json"), "--prepared", str(w / "prepared"),
-                "--model-out", str(out / "model.safetensors"), "--live-out", str(out / "live"),
+                "--model-out", str(out / "seed0.safetensors"), "--live-out", str(out / "live"),
                 "--resume-dir", str(out / "resume")]
     if stage == "recipe":
         return ["-m", "stages.recipe", *p, "--version", "v", "--out", str(out)]
     if stage == "evaluate":
-        return ["-m", "stages.evaluate", *p, "--model", str(w / "trained" / "model.safetensors"),
-                "--prepared", str(w / "prepared"), "--metrics-out", str(out / "metrics.json"),
-                "--details-out", str(out / "details.json")]
+        return ["-m", "stages.evaluate", *p, "--models", str(w / "trained"),
+                "--prepared", str(w / "prepared"), "--metrics-out", str(out / "metrics"),
+                "--details-out", str(out / "details")]
     raise ValueError(stage)
 
 

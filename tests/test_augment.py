@@ -1,6 +1,7 @@
 """Each augmentation op: shape, range, per-image randomness, statistics, torchvision agreement."""
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 
@@ -10,8 +11,14 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
 from augvit.augment import build_inputs
-from augvit.augment import color as C
-from augvit.augment import geometry as G
+from augvit.augment import resample as R
+from augvit.augment.normalize import color_and_normalize
+from augvit.augment.ops import blur as B
+from augvit.augment.ops import color_jitter as CJ
+from augvit.augment.ops import crop as CR
+from augvit.augment.ops import grayscale as GR
+from augvit.augment.ops import hflip as HF
+from augvit.augment.ops.common import grayscale, uniform
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 V1 = {"hflip": {"p": 0.5}, "crop": {"scale": [0.08, 1.0], "ratio": [0.75, 4 / 3]},
@@ -32,19 +39,19 @@ def batch(n: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
 def resample(x: torch.Tensor, boxes: torch.Tensor | None, size: int) -> torch.Tensor:
     """Crop each image to its box (i, j, h, w) and resize it, in the one-pass resample."""
     n, _, h, w = x.shape
-    return G.apply_linear(x, *G.resample_matrices(n, h, w, size, boxes))
+    return R.apply_linear(x, *R.resample_matrices(n, h, w, size, boxes))
 
 
 def blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Only the blur: each image with its own sigma, as two matmuls."""
     n, _, h, w = x.shape
-    k = G.gaussian_kernels(sigma, kernel_size)
-    return G.apply_linear(x, G.blur_rows(torch.eye(h).expand(n, -1, -1), k),
-                          G.blur_rows(torch.eye(w).expand(n, -1, -1), k))
+    k = B.gaussian_kernels(sigma, kernel_size)
+    return R.apply_linear(x, B.blur_rows(torch.eye(h).expand(n, -1, -1), k),
+                          B.blur_rows(torch.eye(w).expand(n, -1, -1), k))
 
 
 def random_grayscale(x: torch.Tensor, g: torch.Generator, p: float) -> torch.Tensor:
-    return C.color_and_normalize(x, C.grayscale_draws(g, x.shape[0], p), (0.0,) * 3, (1.0,) * 3)
+    return color_and_normalize(x, GR.random_grayscale(g, x.shape[0], p), (0.0,) * 3, (1.0,) * 3)
 
 
 # ------------------------------------------------------------------ the one input path
@@ -111,7 +118,7 @@ def test_grayscale_rate_is_p_and_gray_is_gray():
 
 def test_crop_boxes_respect_scale_and_ratio():
     scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
-    boxes = G.crop_params(gen(), 5000, 32, 32, scale, ratio)
+    boxes = CR.crop_params(gen(), 5000, 32, 32, scale, ratio)
     i, j, h, w = boxes.unbind(1)
     assert (i >= 0).all() and (j >= 0).all() and (i + h <= 32).all() and (j + w <= 32).all()
     area = h * w / 1024
@@ -124,12 +131,12 @@ def test_crop_boxes_respect_scale_and_ratio():
 
 def test_crop_fallback_is_the_central_crop():
     # no try can succeed with an impossible scale: torchvision falls back to the centre crop
-    boxes = G.crop_params(gen(), 3, 32, 32, (1.5, 2.0), (3 / 4, 4 / 3))
+    boxes = CR.crop_params(gen(), 3, 32, 32, (1.5, 2.0), (3 / 4, 4 / 3))
     assert boxes.tolist() == [[0, 0, 32, 32]] * 3
 
 
 def test_jitter_factors_within_their_ranges_and_orders_are_permutations():
-    order, f = C.jitter_params(gen(), 5000, brightness=0.2, contrast=0.3, saturation=0.4, hue=0.1)
+    order, f = CJ.jitter_params(gen(), 5000, brightness=0.2, contrast=0.3, saturation=0.4, hue=0.1)
     assert (order.sort(1).values == torch.arange(4)).all()
     assert len({tuple(o) for o in order.tolist()}) == 24       # all 24 orders occur
     for k, (lo, hi) in enumerate([(0.8, 1.2), (0.7, 1.3), (0.6, 1.4), (-0.1, 0.1)]):
@@ -138,7 +145,7 @@ def test_jitter_factors_within_their_ranges_and_orders_are_permutations():
 
 
 def test_blur_sigma_within_range():
-    k = G.gaussian_kernels(C.uniform(gen(), 1000, 0.1, 2.0), 3)
+    k = B.gaussian_kernels(uniform(gen(), 1000, 0.1, 2.0), 3)
     assert torch.allclose(k.sum(1), torch.ones(1000, dtype=k.dtype))
     centre = k[:, 1]
     # sigma 0.1 -> almost a delta; sigma 2.0 -> centre weight 1/(1+2*exp(-1/8))
@@ -163,7 +170,7 @@ TV_JITTER = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.
 def test_hue_matches_torchvision_on_ties_gray_and_saturated_pixels():
     x = natural(16)
     f = torch.linspace(-0.5, 0.5, 16)
-    ours = C.adjust_hue(x, f)
+    ours = CJ.adjust_hue(x, f)
     for b in range(16):
         torch.testing.assert_close(ours[b], TF.adjust_hue(x[b], f[b].item()), atol=2e-5, rtol=0)
 
@@ -179,7 +186,7 @@ def test_jitter_applies_each_images_own_order():
         f[:, j] = torch.rand(n, generator=gen(3 + j)) * (hi - lo) + lo
     f[:4] = torch.tensor([1.0, 1.0, 1.0, 0.0])          # all-identity images stay unchanged
     before = x.clone()
-    out = C.apply_jitter(x, order, f)
+    out = CJ.apply_jitter(x, order, f)
     assert torch.equal(x, before)                       # the caller's tensor is not written
     for b in range(n):
         ref = x[b]
@@ -193,7 +200,7 @@ def test_grayscale_and_normalize_in_one_matrix_match_torchvision():
     x = natural(6)
     gray = torch.tensor([True, False, True, False, False, True])
     mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
-    out = C.color_and_normalize(x, gray, mean, std)
+    out = color_and_normalize(x, GR.colour_matrices(gray), mean, std)
     for b in range(6):
         ref = TF.rgb_to_grayscale(x[b], 3) if gray[b] else x[b]
         torch.testing.assert_close(out[b], TF.normalize(ref, list(mean), list(std)),
@@ -205,8 +212,8 @@ def test_flip_then_crop_in_one_resample_matches_torchvision():
     x = torch.rand(4, 3, 32, 32, generator=gen())
     boxes = torch.tensor([[0, 0, 32, 32], [3, 5, 20, 16], [10, 0, 22, 30], [1, 2, 8, 8]]).float()
     flips = torch.tensor([True, True, False, True])
-    my, mx = G.resample_matrices(4, 32, 32, 48, boxes, flips=flips)
-    ours = G.apply_linear(x, my, mx)
+    my, mx = R.resample_matrices(4, 32, 32, 48, boxes)
+    ours = R.apply_linear(x, my, HF.mirror(mx, flips))
     for b, (i, j, h, w) in enumerate(boxes.int().tolist()):
         img = TF.horizontal_flip(x[b]) if flips[b] else x[b]
         ref = TF.resized_crop(img, i, j, h, w, [48, 48], InterpolationMode.BILINEAR,
@@ -233,13 +240,149 @@ def test_pixel_ops_before_upscale_close_to_torchvision_order():
     """
     x = torch.rand(16, 3, 32, 32, generator=gen())
     x = torch.nn.functional.avg_pool2d(x, 3, 1, 1)        # natural-ish images, not pure noise
-    boxes = G.crop_params(gen(1), 16, 32, 32, (0.08, 1.0), (3 / 4, 4 / 3))
-    order, f = C.jitter_params(gen(2), 16, 0.2, 0.2, 0.2, 0.2)
-    fast = resample(C.apply_jitter(x, order, f), boxes, 224)
-    ref = C.apply_jitter(resample(x, boxes, 224), order, f)
+    boxes = CR.crop_params(gen(1), 16, 32, 32, (0.08, 1.0), (3 / 4, 4 / 3))
+    order, f = CJ.jitter_params(gen(2), 16, 0.2, 0.2, 0.2, 0.2)
+    fast = resample(CJ.apply_jitter(x, order, f), boxes, 224)
+    ref = CJ.apply_jitter(resample(x, boxes, 224), order, f)
     diff = (fast - ref).abs()
     assert diff.mean() < 0.01, diff.mean()
     # grayscale and brightness-only commute exactly (up to float rounding)
-    gray_fast = resample(C.grayscale(x).expand_as(x), boxes, 224)
-    gray_ref = C.grayscale(resample(x, boxes, 224)).expand_as(gray_fast)
+    gray_fast = resample(grayscale(x).expand_as(x), boxes, 224)
+    gray_ref = grayscale(resample(x, boxes, 224)).expand_as(gray_fast)
     torch.testing.assert_close(gray_fast, gray_ref, atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------ stored larger than the model
+
+def u8_images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    x = torch.rand(n, 3, h, w, generator=gen(seed))
+    x = torch.nn.functional.avg_pool2d(x, 3, 1, 1) * 1.6 - 0.3           # edges and flat areas
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@pytest.mark.parametrize("stored,size", [((64, 64), 32), ((48, 48), 32), ((50, 50), 17),
+                                         ((40, 64), 32), ((224, 224), 32)])
+def test_eval_downscale_is_antialiased_as_torchvisions_resize(stored, size):
+    """torchvision's Resize antialiases a downscale (v2's default); without it, 64 -> 32
+    differed by up to 27.8/255."""
+    x = u8_images(4, *stored)
+    ours = build_inputs(x, {}, size, MEAN, STD)
+    ref = TF.resize(x.float() / 255, [size, size], InterpolationMode.BILINEAR, antialias=True)
+    torch.testing.assert_close(ours, TF.normalize(ref, list(MEAN), list(STD)), atol=1e-5, rtol=0)
+
+
+def test_random_resized_crop_from_a_larger_image_is_torchvisions():
+    """Crops larger than the model's input are antialiased, smaller ones are not (a batch has
+    both), each after its own flip: torchvision's flip then RandomResizedCrop, same draws."""
+    recipe = {"hflip": {"p": 0.5}, "crop": {"scale": [0.08, 1.0], "ratio": [0.75, 4 / 3]}}
+    x = u8_images(32, 64, 64)
+    ours = build_inputs(x, recipe, 32, MEAN, STD, gen(3))
+    g = gen(3)                                         # the same draws, in the pipeline's order
+    flips = torch.rand(32, generator=g) < 0.5
+    boxes = CR.crop_params(g, 32, 64, 64, **recipe["crop"])
+    assert (boxes[:, 2:] > 32).any() and (boxes[:, 2:] < 32).any()
+    for b, (i, j, h, w) in enumerate(boxes.int().tolist()):
+        img = x[b].float() / 255
+        img = TF.horizontal_flip(img) if flips[b] else img
+        ref = TF.resized_crop(img, i, j, h, w, [32, 32], InterpolationMode.BILINEAR,
+                              antialias=True)
+        torch.testing.assert_close(ours[b], TF.normalize(ref, list(MEAN), list(STD)),
+                                   atol=1e-5, rtol=0)
+
+
+def fixed_boxes(n: int, height: int, width: int, seed: int) -> torch.Tensor:
+    """n crop boxes (i, j, h, w) inside the image, from torch's own generator only (the same
+    numbers on every host)."""
+    g = gen(seed)
+    h = torch.randint(1, height + 1, (n,), generator=g)
+    w = torch.randint(1, width + 1, (n,), generator=g)
+    i = (torch.rand(n, generator=g) * (height - h + 1)).floor()
+    j = (torch.rand(n, generator=g) * (width - w + 1)).floor()
+    return torch.stack((i, j, h, w), 1).float()
+
+
+def digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# sha256 prefixes of the (my, mx) resample matrices of crops with flips, and of the whole image,
+# computed before the antialiasing was added: upscaling (the default path) must stay bit for
+# bit what it was, so committed results are unchanged. Elementwise float32 arithmetic only, so
+# the same on every host.
+UPSCALE_DIGESTS = {
+    (32, 32, 32): ("1af678fa904757dc", "520bb5a9177d3801"),
+    (32, 32, 224): ("222b9c5f79014cfc", "eaea34a6aef8de8a"),
+    (24, 32, 32): ("fd06ac4b23e015df", "43c27dadee241670"),
+    (16, 16, 48): ("a7c33d3e17aa7d65", "d900e0285f2af150"),
+}
+
+
+@pytest.mark.parametrize("shape", list(UPSCALE_DIGESTS))
+def test_upscale_matrices_are_bit_for_bit_what_they_were(shape):
+    height, width, size = shape
+    boxes = fixed_boxes(12, height, width, 0)
+    flips = torch.arange(12) % 3 == 0
+    my, mx = R.resample_matrices(12, height, width, size, boxes)
+    crops = digest(my, HF.mirror(mx, flips))
+    whole = digest(*R.resample_matrices(12, height, width, size, None))
+    assert (crops, whole) == UPSCALE_DIGESTS[shape]
+
+
+# ------------------------------------------------------------------ non-square stored images
+
+POLICY0 = {"rand_augment": {"num_ops": 0, "magnitude": 9}}      # a policy that changes nothing
+
+
+@pytest.mark.parametrize("geometry", ["hflip", "crop", "hflip+crop", "hflip+pad_crop"])
+def test_geometry_before_a_policy_keeps_a_non_square_image_whole(geometry):
+    """With a policy, the geometric ops run at the stored size, (24, 32) here, not squashed to
+    (24, 24): torchvision's flip, crop (or pad and crop), then the resize, same draws."""
+    recipe = {"hflip": {"p": 0.5}, "crop": {"scale": [0.08, 1.0], "ratio": [0.75, 4 / 3]},
+              "pad_crop": {"padding": 4, "fill": "reflect"}}
+    recipe = {op: recipe[op] for op in geometry.split("+")} | POLICY0
+    x = u8_images(8, 24, 32)
+    ours = build_inputs(x, recipe, 32, MEAN, STD, gen(1))
+    g = gen(1)
+    flips = torch.rand(8, generator=g) < 0.5 if "hflip" in recipe else torch.zeros(8, dtype=bool)
+    if "crop" in recipe:
+        boxes = CR.crop_params(g, 8, 24, 32, **recipe["crop"])
+    if "pad_crop" in recipe:
+        boxes = torch.randint(0, 9, (8, 2), generator=g) - 4      # pad_crop's window offsets
+    for b in range(8):
+        img = x[b].float() / 255
+        img = TF.horizontal_flip(img) if flips[b] else img
+        if "crop" in recipe:
+            i, j, h, w = boxes[b].int().tolist()
+            img = TF.resized_crop(img, i, j, h, w, [24, 32], InterpolationMode.BILINEAR,
+                                  antialias=True)
+        if "pad_crop" in recipe:
+            i, j = boxes[b].tolist()
+            img = TF.crop(TF.pad(img, [4], padding_mode="reflect"), i + 4, j + 4, 24, 32)
+        ref = TF.resize(img, [32, 32], InterpolationMode.BILINEAR, antialias=True)
+        torch.testing.assert_close(ours[b], TF.normalize(ref, list(MEAN), list(STD)),
+                                   atol=1e-5, rtol=0)
+
+
+GEOMETRY = [{}, {"crop": {"scale": [0.08, 1.0], "ratio": [0.75, 4 / 3]}},
+            {"pad_crop": {"padding": 4, "fill": "zero"}},
+            {"pad_crop": {"padding": 4, "fill": "reflect"}}]
+POLICIES = [{}, {"rand_augment": {"num_ops": 2, "magnitude": 9}}, {"trivial_augment": {}}]
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=["no-policy", "rand", "trivial"])
+@pytest.mark.parametrize("flip", [False, True], ids=["", "flip"])
+@pytest.mark.parametrize("geometry", GEOMETRY, ids=["", "crop", "pad", "pad-reflect"])
+def test_every_op_combination_takes_a_non_square_batch(geometry, flip, policy):
+    """Every combination that runs geometry and policy at the stored size, with all the other
+    ops after it: a (4, 3, 24, 32) batch gives (4, 3, size, size) inputs."""
+    recipe = {**geometry, **policy, **({"hflip": {"p": 0.5}} if flip else {}),
+              **{op: V1[op] for op in ("color_jitter", "blur", "grayscale")},
+              "erasing": {"p": 0.5, "scale": [0.02, 0.33], "ratio": [0.3, 3.3], "value": "zero"}}
+    x = u8_images(4, 24, 32)
+    for size in (16, 32, 48):
+        out = build_inputs(x, recipe, size, MEAN, STD, gen())
+        assert out.shape == (4, 3, size, size) and torch.isfinite(out).all()
+        assert out.min() >= -1 - 1e-5 and out.max() <= 1 + 1e-5

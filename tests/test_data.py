@@ -206,3 +206,25 @@ def test_a_relative_source_means_the_projects_even_in_a_queued_experiments_copy(
     assert local_path("../../../../../shared/data.tar.gz", copy).resolve() == archive.resolve()
     assert local_path("../shared/data.tar.gz", copy).resolve() == archive.resolve()
     assert not local_path("../missing.tar.gz", copy).exists()        # still a clear error later
+
+
+def test_a_list_of_sources_uses_the_first_that_is_there(tmp_path, tiny_archive):
+    record = fetch([str(tmp_path / "not-here.tar.gz"), str(tiny_archive)], tmp_path / "raw")
+    assert record["source"] == str(tiny_archive)
+    assert record["skipped"][0]["source"] == str(tmp_path / "not-here.tar.gz")
+    assert load_json(tmp_path / "raw" / "source.json")["skipped"] == record["skipped"]
+
+
+def test_when_no_source_is_there_each_is_named(tmp_path):
+    missing = [str(tmp_path / "a.tar.gz"), str(tmp_path / "b")]
+    with pytest.raises(SourceError, match=r"none of its 2 sources is available.*a\.tar\.gz.*"
+                                          r"no such file.*-S data.source=PATH"):
+        fetch(missing, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_source_that_is_there_but_broken_stops_the_list(tmp_path, tiny_archive):
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(tiny_archive.read_bytes()[:500])
+    with pytest.raises(SourceError, match="truncated or corrupt"):
+        fetch([str(broken), str(tiny_archive)], tmp_path / "raw")

@@ -37,14 +37,14 @@ def written_tmp(root: Path) -> list[Path]:
 
 
 # where each stage's first output lands, i.e. where the test hook drops its pause marker
-MARKER = {"prepare": "out.paused", "evaluate": "out/details.json.paused"}
+MARKER = {"prepare": "out.paused", "evaluate": "out/details.paused"}
 
 
 @pytest.fixture(scope="module")
 def trained(work):
     code, log = finish(start(work, stage_cmd(work, "train", work / "trained")))
     assert code == 0, log
-    return work / "trained" / "model.safetensors"
+    return work / "trained" / "seed0.safetensors"
 
 
 @pytest.mark.parametrize("stage,sig", [("prepare", signal.SIGKILL), ("evaluate", signal.SIGTERM)])
@@ -103,7 +103,7 @@ def test_training_killed_mid_run_resumes_and_matches_an_uninterrupted_run(work, 
     for name in ("a", "b"):
         code, log = finish(start(work, stage_cmd(work, "train", tmp_path / name, params)))
         assert code == 0, log
-        runs[name] = read_model(tmp_path / name / "model.safetensors")
+        runs[name] = read_model(tmp_path / name / "seed0.safetensors")
     killed = tmp_path / "k"
     p = start(work, stage_cmd(work, "train", killed, params))
     wait_for_epoch(killed / "resume" / "last.ckpt", p, 2)
@@ -111,13 +111,13 @@ def test_training_killed_mid_run_resumes_and_matches_an_uninterrupted_run(work, 
     finish(p)
     done = checkpoint_epochs(killed / "resume" / "last.ckpt")
     assert 2 <= done < 8, done                                  # killed mid-run
-    assert not (killed / "model.safetensors").exists()
+    assert not (killed / "seed0.safetensors").exists()
     code, log = finish(start(work, stage_cmd(work, "train", killed, params)))
     assert code == 0, log
     assert f"after epoch {done} of 8" in log and f"training epochs {done + 1}..8" in log, log
     ran = [int(e) for e in re.findall(r"train: epoch (\d+)/8", log)]  # one line per epoch
     assert ran == list(range(done + 1, 9)), (done, ran)           # only the remaining ones
-    resumed = read_model(killed / "model.safetensors")
+    resumed = read_model(killed / "seed0.safetensors")
     assert resumed["epoch"] == runs["a"]["epoch"] == 7
     for name, ckpt in (("b", runs["b"]), ("resumed", resumed)):
         for k, v in runs["a"]["state_dict"].items():
@@ -172,7 +172,7 @@ def test_non_finite_loss_stops_with_version_and_step(work, tmp_path):
     assert code == 2, log
     assert re.search(r"version 'v' seed 0: loss is (nan|inf) at epoch \d+, step \d+", log), log
     assert "Lower train.lr" in log and "Traceback" not in log
-    assert not (tmp_path / "o" / "model.safetensors").exists()
+    assert not (tmp_path / "o" / "seed0.safetensors").exists()
 
 
 def test_out_of_memory_names_run_batch_and_device(work, tmp_path):

@@ -11,10 +11,13 @@ from scipy import stats
 from torchvision.transforms import InterpolationMode
 
 from augvit.augment import build_inputs
-from augvit.augment import erasing as E
-from augvit.augment import geometry as G
-from augvit.augment import mixing as M
-from augvit.augment import policy as P
+from augvit.augment import mixing
+from augvit.augment import resample as R
+from augvit.augment.ops import erasing as E
+from augvit.augment.ops import hflip as HF
+from augvit.augment.ops import mixup_cutmix as M
+from augvit.augment.ops import pad_crop as PC
+from augvit.augment.ops import policy as P
 
 NORM0 = ((0.0,) * 3, (1.0,) * 3)          # "normalization" that leaves [0, 1] images as they are
 
@@ -36,13 +39,13 @@ def natural(n: int, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("size", [32, 56])
 def test_pad_crop_is_torchvisions_random_crop_then_resize(fill, size):
     x = natural(6)
-    boxes = G.pad_crop_params(gen(), 6, 32, 32, 4)
+    boxes = PC.pad_crop_params(gen(), 6, 32, 32, 4)
     boxes[0, :2] = torch.tensor([-4, 4])                     # the extreme windows, too
     boxes[1, :2] = torch.tensor([4, -4])
     flips = torch.tensor([False, True, False, True, False, True])
     pad = 4 if fill == "reflect" else 0
-    my, mx = G.resample_matrices(6, 32, 32, size, boxes, flips=flips, reflect_pad=pad)
-    ours = G.apply_linear(x, my, mx)
+    my, mx = R.resample_matrices(6, 32, 32, size, boxes, reflect_pad=pad)
+    ours = R.apply_linear(x, my, HF.mirror(mx, flips))
     for b, (i, j, _, _) in enumerate(boxes.int().tolist()):
         img = TF.horizontal_flip(x[b]) if flips[b] else x[b]
         padded = TF.pad(img, [4], fill=0, padding_mode="constant" if fill == "zero" else "reflect")
@@ -53,7 +56,7 @@ def test_pad_crop_is_torchvisions_random_crop_then_resize(fill, size):
 
 
 def test_pad_crop_draws_cover_every_offset_uniformly():
-    boxes = G.pad_crop_params(gen(), 9000, 32, 32, 4)
+    boxes = PC.pad_crop_params(gen(), 9000, 32, 32, 4)
     assert boxes[:, 2:].eq(32).all()
     counts = np.bincount((boxes[:, 0] + 4).int().numpy(), minlength=9)
     assert len(counts) == 9 and stats.chisquare(counts).pvalue > 1e-3
@@ -243,7 +246,7 @@ def test_mix_batch_picks_one_op_per_batch_half_the_time_and_targets_sum_to_one()
     recipe = {"mixup": {"alpha": 0.8}, "cutmix": {"alpha": 1.0}}
     picks = []
     for _ in range(400):
-        mixed, t, op = M.mix_batch(x.clone(), y, 5, recipe, g)
+        mixed, t, op = mixing.mix_batch(x.clone(), y, 5, recipe, g)
         torch.testing.assert_close(t.sum(1), torch.ones(8))
         picks.append(op)
     assert stats.binomtest(picks.count("mixup"), 400, 0.5).pvalue > 1e-3
@@ -264,7 +267,7 @@ def test_deit_recipe_runs_in_the_documented_order():
     out = build_inputs(u8, recipe, 32, mean, std, gen(5))
     g = gen(5)                                      # the same draws, in the pipeline's order
     flips = torch.rand(16, generator=g) < 0.5
-    boxes = G.pad_crop_params(g, 16, 32, 32, 4)
+    boxes = PC.pad_crop_params(g, 16, 32, 32, 4)
     draws = P.policy_draws(g, 16, "rand_augment", recipe["rand_augment"], 32, 32)
     erase_boxes = E.erasing_boxes(g, 16, 32, 32, 0.5, (0.02, 0.33), (0.3, 3.3))
     for b in range(16):
@@ -285,10 +288,10 @@ def test_deit_recipe_runs_in_the_documented_order():
 def test_pad_crop_by_gathers_equals_the_resample(fill):
     """The pipeline's fast path for pad_crop + flip at the stored size is the same map."""
     x = natural(8)
-    boxes = G.pad_crop_params(gen(), 8, 32, 32, 4)
+    boxes = PC.pad_crop_params(gen(), 8, 32, 32, 4)
     flips = torch.rand(8, generator=gen(1)) < 0.5
     pad = 4 if fill == "reflect" else 0
-    ref = G.apply_linear(x, *G.resample_matrices(8, 32, 32, 32, boxes, flips=flips,
-                                                 reflect_pad=pad))
-    fast = G.shift_and_flip(x, boxes, flips, 4, fill == "reflect")
+    my, mx = R.resample_matrices(8, 32, 32, 32, boxes, reflect_pad=pad)
+    ref = R.apply_linear(x, my, HF.mirror(mx, flips))
+    fast = PC.shift_and_flip(x, boxes, flips, 4, fill == "reflect")
     torch.testing.assert_close(fast, ref, atol=1e-6, rtol=0)

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import make_image_folder, pack, read_model, tiny_params
+from conftest import make_image_folder, pack, read_model, tiny_params, with_study_versions
 from test_pipeline import copy_tracked, env, ran, sh
 
 pytestmark = pytest.mark.e2e
@@ -23,6 +23,7 @@ def new_project(tmp_path, n_train: int, n_test: int, **updates) -> object:
     params = tiny_params({"data": {"source": str(archive)}}, updates)
     if "versions" in updates:
         params["versions"] = updates["versions"]
+        with_study_versions(params, list(updates["versions"]))
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(proj, "git", "init", "-q")
     sh(proj, "git", "add", "-A")
@@ -37,8 +38,8 @@ def test_a_new_train_size_trains_only_that_size(tmp_path):
     sh(proj, "dvc", "exp", "run")
     out = sh(proj, "dvc", "exp", "run", "-S", "study.train_sizes=[12,27]")
     trained = {s for s in ran(out) if s.startswith(("train@", "evaluate@"))}
-    assert trained == {f"{s}@{v}-finetuned-27-0" for v in ("none", "padcrop_flip")
-                       for s in ("train", "evaluate")}
+    assert trained == {f"{s}@{v}-finetuned-27{k}" for v in ("none", "padcrop_flip")
+                       for s, k in (("train", "-0"), ("evaluate", ""))}
     effect = json.loads((proj / "plots/size_effect.json").read_text())
     assert sorted(r["train_size"] for r in effect) == [12, 27]
     assert (proj / "plots/size_effect.png").read_bytes()[:4] == b"\x89PNG"

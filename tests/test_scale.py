@@ -29,7 +29,7 @@ def test_ddp_two_cpu_processes_same_global_batch(work, tmp_path):
         if devices > 1:
             assert "distributed_backend=gloo" in log and "All distributed processes registered" \
                 in log, log
-        ckpt = read_model(out / "model.safetensors")
+        ckpt = read_model(out / "seed0.safetensors")
         live = json.loads((out / "live" / "metrics.json").read_text())
         results[devices] = (ckpt, live)
     (c1, _), (c2, m2) = results[1], results[2]
@@ -49,9 +49,9 @@ def test_torch_compile_is_optional_and_its_model_evaluates(work, tmp_path):
     params.write_text(yaml.safe_dump(p))
     code, log = finish(start(work, stage_cmd(work, "train", tmp_path / "c", params)), timeout=600)
     assert code == 0, log
-    ckpt = read_model(tmp_path / "c" / "model.safetensors")
+    ckpt = read_model(tmp_path / "c" / "seed0.safetensors")
     assert not any("_orig_mod" in k for k in ckpt["state_dict"])
     from augvit.evaluation import evaluate
-    metrics, _ = evaluate(tmp_path / "c" / "model.safetensors", work / "prepared", 16,
+    metrics, _ = evaluate(tmp_path / "c" / "seed0.safetensors", work / "prepared", 16,
                           torch.device("cpu"))
     assert 0.0 <= metrics["acc"] <= 1.0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from augvit.data.classnames import check_class_names
 from augvit.io import load_arrays, load_json
 from augvit.seeding import seed_for
 
@@ -22,7 +23,10 @@ def load_split(prepared: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_classes(prepared: Path) -> list[str]:
-    return load_json(prepared / "meta.json")["classes"]
+    """The class names, checked again: data/prepared may come from a DVC remote."""
+    classes = load_json(prepared / "meta.json")["classes"]
+    check_class_names(classes, str(prepared / "meta.json"))
+    return classes
 
 
 class ArrayBatches:

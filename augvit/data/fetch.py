@@ -8,8 +8,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from augvit.data.sources import (SPLITS, SourceError, content_checksum, file_sha256, is_local,
-                                 pack, read_hub, read_local)
+from augvit.data.sources import (SPLITS, Limits, SourceError, SourceUnavailable,
+                                 content_checksum, file_sha256, is_local, pack, read_hub,
+                                 read_local)
 from augvit.io import atomic_path, save_arrays, save_json
 
 
@@ -43,22 +44,56 @@ def local_path(source: str, cwd: Path | None = None) -> Path:
     return cwd / path
 
 
-def fetch(source: str, out_dir: Path, expected_sha256: str | None = None) -> dict:
-    t0 = time.perf_counter()
+def read_source(source: str, limits: Limits) -> tuple[dict, dict, list[str]]:
+    """(record, splits, classes) of one source: a local folder or archive (or a local copy of
+    a hub dataset's parquet files), or a Hugging Face dataset id."""
     record: dict = {"source": source}
     path = local_path(source) if is_local(source) else Path(source)
     if is_local(source) and path.is_dir() and not (path / "train").is_dir() \
             and next(path.rglob("*.parquet"), None) is not None:
-        splits, classes = read_hub(str(path))        # a local copy of a hub dataset (parquet)
+        splits, classes = read_hub(str(path), limits)   # a local copy of a hub dataset (parquet)
         record["kind"] = "huggingface-local"
     elif is_local(source):
-        splits, classes = read_local(path)
+        splits, classes = read_local(path, limits)
         record["kind"] = "local"
         if path.is_file():
             record["archive_sha256"] = file_sha256(path)
     else:
-        splits, classes = read_hub(source)
+        splits, classes = read_hub(source, limits)
         record["kind"] = "huggingface"
+    return record, splits, classes
+
+
+def first_available(sources: list[str], limits: Limits) -> tuple[dict, dict, list[str]]:
+    """The first source of the list that is there: a missing path or an unreachable hub moves
+    on to the next one (and is recorded); a source that is there but broken stops here."""
+    skipped = []
+    for source in sources:
+        try:
+            record, splits, classes = read_source(source, limits)
+        except SourceUnavailable as e:
+            if len(sources) == 1:
+                raise
+            skipped.append({"source": source, "why": str(e).split(". ")[0]})
+            if len(sources) > 1:
+                print(f"download: {source!r} is not available; trying the next source")
+            continue
+        return {**record, "skipped": skipped}, splits, classes
+    tried = "; ".join(f"{s['source']!r}: {s['why'].split(': ', 1)[-1]}" for s in skipped)
+    raise SourceUnavailable(
+        f"data.source: none of its {len(sources)} sources is available ({tried}). Put a copy "
+        "where the list looks, or give yours: `dvc exp run -S data.source=PATH` (an image-folder "
+        "directory or a .tar/.tar.gz/.zip archive of one). Nothing was written.")
+
+
+def fetch(source: str | list[str], out_dir: Path, expected_sha256: str | None = None,
+          limits: Limits = Limits()) -> dict:
+    """Read data.source (one source, or a list tried in turn) within `limits` (params.yaml
+    data.max_image_mb, max_total_mb, max_image_pixels: `Limits.of(params.data)`), check it,
+    and only then write out_dir. source.json records the source used and those skipped."""
+    t0 = time.perf_counter()
+    sources = [source] if isinstance(source, str) else list(source)
+    record, splits, classes = first_available(sources, limits)
     record.update(
         classes=classes,
         counts={s: len(splits[s].blobs) for s in SPLITS},
@@ -70,6 +105,7 @@ def fetch(source: str, out_dir: Path, expected_sha256: str | None = None) -> dic
         for s in SPLITS:
             save_arrays(tmp / f"{s}.npz", **pack(splits[s]))
         save_json(tmp / "source.json", record)
-    print(f"download: {record['counts']} images, {len(classes)} classes from {source!r} "
-          f"in {time.perf_counter() - t0:.1f}s; content sha256 {record['content_sha256'][:16]}…")
+    print(f"download: {record['counts']} images, {len(classes)} classes from "
+          f"{record['source']!r} in {time.perf_counter() - t0:.1f}s; content sha256 "
+          f"{record['content_sha256'][:16]}…")
     return record

@@ -8,28 +8,29 @@ a few arrays (the files' bytes concatenated, offsets, labels, names) and back.
 
 Local layout (a folder, or a .tar/.tar.gz/.tgz/.zip archive of one, optionally under a single
 top-level folder):  train/<class>/<image>, test/<class>/<image>. Class order = sorted names.
+
+A source is untrusted, and held within `Limits` (params.yaml data.max_image_mb, max_total_mb,
+max_image_pixels): a member is placed by its name before any of its bytes are read (only images
+under train/<class>/ and test/<class>/ are read), each read is bounded, the running total is
+checked as it grows, and each image's width x height is read from its header. Class names must
+be plain names (augvit/data/classnames.py). How members are listed and read safely, and the
+limits: augvit/data/archives.py.
 """
 from __future__ import annotations
 
 import hashlib
-import zlib
-import tarfile
-import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from augvit.data.archives import (ARCHIVE_SUFFIXES, Intake, Limits, SourceError,
+                                  SourceUnavailable, iter_members)
+from augvit.data.classnames import check_class_names
 from augvit.io import StageError
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
-
-
-class SourceError(StageError):
-    """The data source is missing, unreadable or not laid out as expected."""
 
 
 @dataclass
@@ -45,75 +46,40 @@ def is_local(source: str) -> bool:
             or Path(source).expanduser().exists())
 
 
-def _iter_dir(root: Path) -> Iterator[tuple[str, bytes | None]]:
-    """(relative path, bytes) of every file, and (relative path, None) of every folder."""
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            yield p.relative_to(root).as_posix(), p.read_bytes()
-        elif p.is_dir():
-            yield p.relative_to(root).as_posix(), None
+# ------------------------------------------------------------------ local copies
+
+def place(name: str, is_dir: bool) -> tuple[str, str, str | None] | None:
+    """(split, class, image file or None) of a member, from its name alone; None when it is
+    outside the layout. Only members with an image file here are read at all."""
+    parts = PurePosixPath(name).parts
+    # Accept one optional top-level folder (cifar10/train/cat/0001.jpg).
+    if len(parts) >= 3 and parts[0] not in SPLITS and parts[1] in SPLITS:
+        parts = parts[1:]
+    if len(parts) < 2 or parts[0] not in SPLITS or parts[1].startswith("."):
+        return None
+    if len(parts) == 2:                                # a stray file beside the class folders
+        return (parts[0], parts[1], None) if is_dir else None
+    image = (parts[2] if len(parts) == 3 and not is_dir and not parts[2].startswith(".")
+             and PurePosixPath(parts[2]).suffix.lower() in IMAGE_SUFFIXES else None)
+    return parts[0], parts[1], image                   # a class folder, even an empty one
 
 
-def _iter_tar(path: Path) -> Iterator[tuple[str, bytes]]:
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for m in tar:
-                if m.isfile():
-                    f = tar.extractfile(m)
-                    yield m.name, f.read() if f else b""
-                elif m.isdir():
-                    yield m.name.rstrip("/"), None
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise SourceError(f"data.source {str(path)!r}: the archive is truncated or corrupt "
-                          f"({type(e).__name__}: {e}). Fetch a fresh copy and rerun.") from None
-
-
-def _iter_zip(path: Path) -> Iterator[tuple[str, bytes]]:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if info.is_dir():
-                    yield info.filename.rstrip("/"), None
-                else:
-                    yield info.filename, zf.read(info)
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
-        raise SourceError(f"data.source {str(path)!r}: the archive is truncated or corrupt "
-                          f"({type(e).__name__}: {e}). Fetch a fresh copy and rerun.") from None
-
-
-def iter_local_files(path: Path) -> Iterator[tuple[str, bytes | None]]:
-    if not path.exists():
-        raise SourceError(f"data.source {str(path)!r}: no such file or folder. Point data.source "
-                          "at an image-folder directory or a .tar/.tar.gz/.zip archive of one, "
-                          "or at a Hugging Face dataset id such as uoft-cs/cifar10.")
-    if path.is_dir():
-        return _iter_dir(path)
-    name = path.name.lower()
-    if name.endswith((".tar.gz", ".tgz", ".tar")):
-        return _iter_tar(path)
-    if name.endswith(".zip"):
-        return _iter_zip(path)
-    raise SourceError(f"data.source {str(path)!r}: not a folder nor a supported archive; "
-                      f"supported: a folder, {', '.join(ARCHIVE_SUFFIXES)}")
-
-
-def read_local(path: Path) -> tuple[dict[str, EncodedSplit], list[str]]:
+def read_local(path: Path, limits: Limits = Limits()) -> tuple[dict[str, EncodedSplit],
+                                                                list[str]]:
     """Read an image-folder copy (folder or archive) into encoded splits and class names."""
+    where = f"data.source {str(path)!r}"
     files: dict[str, dict[str, list[tuple[str, bytes]]]] = {s: {} for s in SPLITS}
-    for name, blob in iter_local_files(path):
-        parts = PurePosixPath(name).parts
-        # Accept one optional top-level folder (cifar10/train/cat/0001.jpg).
-        if len(parts) >= 3 and parts[0] not in SPLITS and parts[1] in SPLITS:
-            parts = parts[1:]
-        if len(parts) < 2 or parts[0] not in SPLITS or parts[1].startswith("."):
+    intake = Intake(where, limits)
+    for m in iter_members(path):
+        spot = place(m.name, m.is_dir)
+        if spot is None:
             continue
-        split, cls = parts[0], parts[1]
-        if len(parts) == 2 and blob is not None:       # a stray file beside the class folders
-            continue
-        images = files[split].setdefault(cls, [])      # a class folder, even an empty one
-        if len(parts) == 3 and blob is not None and not parts[2].startswith(".") and \
-                PurePosixPath(parts[2]).suffix.lower() in IMAGE_SUFFIXES:
-            images.append((f"{split}/{cls}/{parts[2]}", blob))
+        split, cls, image = spot
+        if cls not in files[split]:
+            check_class_names([cls], where, SourceError)
+        images = files[split].setdefault(cls, [])
+        if image is not None:
+            images.append((f"{split}/{cls}/{image}", intake.read(m)))
     return _to_splits(str(path), files)
 
 
@@ -147,36 +113,64 @@ def _to_splits(where: str, files: dict) -> tuple[dict[str, EncodedSplit], list[s
     return splits, classes
 
 
-def read_hub(dataset_id: str) -> tuple[dict[str, EncodedSplit], list[str]]:
+# ------------------------------------------------------------------ Hugging Face
+
+def read_hub(dataset_id: str, limits: Limits = Limits()) -> tuple[dict[str, EncodedSplit],
+                                                                   list[str]]:
     """Download a Hugging Face image-classification dataset (train/test splits)."""
-    try:
-        import datasets
-        ds = datasets.load_dataset(dataset_id)
-    except Exception as e:  # noqa: BLE001 - every failure here means "could not get it"
-        raise SourceError(
-            f"data.source {dataset_id!r}: could not load this Hugging Face dataset "
-            f"({type(e).__name__}: {str(e)[:300]}). No network may be reachable from here. "
-            "Use a local copy instead: set data.source to an image-folder directory or archive "
-            "(train/<class>/<image>, test/<class>/<image>), e.g. "
-            "`dvc exp run -S data.source=../shared/data/cifar10-jpeg.tar.gz`.") from None
+    ds = _load_hub(dataset_id)
+    where = f"data.source {dataset_id!r}"
     missing = [s for s in SPLITS if s not in ds]
     if missing:
-        raise SourceError(f"data.source {dataset_id!r}: the dataset has no {missing} split(s); "
-                          f"it has {list(ds)}.")
-    image_col = next(k for k, f in ds["train"].features.items()
-                     if type(f).__name__ == "Image")
-    label_col = next(k for k, f in ds["train"].features.items()
-                     if type(f).__name__ == "ClassLabel")
-    classes = list(ds["train"].features[label_col].names)
-    splits = {}
-    for s in SPLITS:
-        part = ds[s].cast_column(image_col, datasets.Image(decode=False))
-        blobs = [img["bytes"] for img in part[image_col]]
-        labels = np.asarray(part[label_col], dtype=np.int64)
-        names = [f"{s}/{classes[y]}/{i:05d}" for i, y in enumerate(labels)]
-        splits[s] = EncodedSplit(blobs, labels, names)
+        raise SourceError(f"{where}: the dataset has no {missing} split(s); it has {list(ds)}.")
+    kinds = {type(f).__name__: k for k, f in reversed(ds["train"].features.items())}
+    if "Image" not in kinds or "ClassLabel" not in kinds:
+        raise SourceError(f"{where}: the dataset needs an Image and a ClassLabel column; it has "
+                          f"{dict(ds['train'].features)!r:.300}. Use an image-classification "
+                          "dataset, or an image-folder copy.")
+    classes = list(ds["train"].features[kinds["ClassLabel"]].names)
+    check_class_names(classes, where, SourceError)
+    intake = Intake(where, limits)
+    splits = {s: _hub_split(ds[s], s, kinds["Image"], kinds["ClassLabel"], classes, intake)
+              for s in SPLITS}
     return splits, classes
 
+
+def _load_hub(dataset_id: str):
+    try:
+        import datasets
+        return datasets.load_dataset(dataset_id)
+    except Exception as e:  # noqa: BLE001 - every failure here means "could not get it"
+        raise SourceUnavailable(
+            f"data.source {dataset_id!r}: could not load this Hugging Face dataset "
+            f"({type(e).__name__}: {str(e)[:300]}). No network may be reachable from here. "
+            "Use a local copy instead: an image-folder directory or archive "
+            "(train/<class>/<image>, test/<class>/<image>), e.g. "
+            "`dvc exp run -S data.source=PATH`.") from None
+
+
+def _hub_split(part, split: str, image_col: str, label_col: str, classes: list[str],
+               intake: Intake) -> EncodedSplit:
+    """One split's undecoded image bytes, a batch at a time, each kept within the limits."""
+    import datasets
+    part = part.cast_column(image_col, datasets.Image(decode=False))
+    blobs, labels = [], []
+    for batch in part.iter(batch_size=256):
+        for img, y in zip(batch[image_col], batch[label_col]):
+            name = f"{split} row {len(blobs)}"
+            if not isinstance(y, int) or not 0 <= y < len(classes):
+                raise SourceError(f"{intake.where}: {name} has label {y!r}, not one of the "
+                                  f"{len(classes)} classes. Fix the dataset and rerun.")
+            if not isinstance(img, dict) or not isinstance(img.get("bytes"), bytes):
+                raise SourceError(f"{intake.where}: {name} holds no image bytes (only a path?). "
+                                  "Use a dataset with the images embedded.")
+            blobs.append(intake.keep(name, img["bytes"]))
+            labels.append(y)
+    names = [f"{split}/{classes[y]}/{i:05d}" for i, y in enumerate(labels)]
+    return EncodedSplit(blobs, np.asarray(labels, dtype=np.int64), names)
+
+
+# ------------------------------------------------------------------ checksums, raw format
 
 def content_checksum(splits: dict[str, EncodedSplit], classes: list[str]) -> str:
     """sha256 over classes, labels and image bytes, independent of the container format."""
@@ -206,7 +200,40 @@ def pack(split: EncodedSplit) -> dict[str, np.ndarray]:
             "offsets": offsets, "labels": split.labels, "names": np.asarray(split.names)}
 
 
-def unpack(arrays: dict[str, np.ndarray]) -> EncodedSplit:
-    data, off = arrays["bytes"], arrays["offsets"]
+def unpack(arrays: dict[str, np.ndarray], n_classes: int, where: str,
+           error: type[StageError] = SourceError) -> EncodedSplit:
+    """data/raw/<split>.npz's arrays -> an encoded split. data/raw may come from a DVC remote:
+    offsets that run backwards or past the bytes, or labels outside the classes, are refused
+    by name rather than turned into wrong images or labels."""
+    problem = _raw_problem(arrays, n_classes)
+    if problem:
+        raise error(f"{where}: {problem}. The raw data is corrupt or was not written by the "
+                    "download stage: rerun it (`dvc repro download`) or pull a good copy. "
+                    "Nothing was written.")
+    data, off = arrays["bytes"], arrays["offsets"].astype(np.int64)
     blobs = [data[off[k]:off[k + 1]].tobytes() for k in range(len(off) - 1)]
-    return EncodedSplit(blobs, arrays["labels"], [str(n) for n in arrays["names"]])
+    return EncodedSplit(blobs, arrays["labels"].astype(np.int64),
+                        [str(n) for n in arrays["names"]])
+
+
+def _raw_problem(arrays: dict[str, np.ndarray], n_classes: int) -> str | None:
+    missing = sorted({"bytes", "offsets", "labels", "names"} - set(arrays))
+    if missing:
+        return f"it lacks the array(s) {missing}"
+    data, off, labels, names = (arrays[k] for k in ("bytes", "offsets", "labels", "names"))
+    if data.dtype != np.uint8 or data.ndim != 1:
+        return f"'bytes' is {data.dtype} of shape {data.shape}, not 1-D uint8"
+    if off.dtype.kind not in "iu" or labels.dtype.kind not in "iu" or off.ndim != 1 \
+            or labels.ndim != 1 or names.shape != labels.shape:
+        return (f"'offsets' ({off.dtype}, {off.shape}), 'labels' ({labels.dtype}, "
+                f"{labels.shape}) and 'names' ({names.shape}) are not 1-D integers and names "
+                "of matching lengths")
+    off = off.astype(np.int64)
+    if len(off) != len(labels) + 1 or off[0] != 0 or off[-1] != len(data) \
+            or (np.diff(off) < 0).any():
+        return (f"'offsets' do not run monotonically from 0 to the {len(data):,} bytes, one "
+                f"more than the {len(labels):,} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        return (f"'labels' run from {labels.min()} to {labels.max()}, outside the "
+                f"{n_classes} classes")
+    return None

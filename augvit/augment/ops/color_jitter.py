@@ -1,36 +1,15 @@
-"""Per-pixel colour ops on a batch, each image with its own draws: colour jitter (torchvision's
-ColorJitter, in each image's own random order), grayscale and normalization.
+"""ColorJitter (torchvision's), each image with its own factors and its own random order of the
+four ops (brightness, contrast, saturation, hue).
 
-Colour ops work on (B, 3, P) views (P = H*W pixels), so a per-image 3x3 colour matrix is one
-bmm. At 32x32 these ops are small and each costs mostly fixed overhead, so the fused forms
-below keep their number low (measured: bench/bench.py, the CPU data-path share).
+Runs at the stored size, before the resize (augvit/augment/__init__.py says what that costs in
+exactness). At 32x32 these ops are small and each costs mostly fixed overhead, so the fused
+forms below keep their number low (measured: bench/bench.py, the CPU data-path share).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
-GRAY_WEIGHTS = (0.2989, 0.587, 0.114)   # torchvision's rgb_to_grayscale weights
-
-
-def uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
-    return torch.rand(n, generator=gen) * (hi - lo) + lo
-
-
-def _pixels(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], x.shape[1], -1)
-
-
-def _const(values, like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(values, device=like.device, dtype=like.dtype)
-
-
-def grayscale(x: torch.Tensor) -> torch.Tensor:
-    """(B,3,H,W) -> (B,1,H,W) luma, torchvision's weights (one matmul: cheaper than 5 ops)."""
-    n, _, h, w = x.shape
-    return torch.matmul(_const(GRAY_WEIGHTS, x), _pixels(x)).view(n, 1, h, w)
-
+from augvit.augment.ops.common import GRAY_WEIGHTS, const, pixels, uniform
 
 _HUE_DIFF = ((0.0, 1.0, -1.0), (-1.0, 0.0, 1.0), (1.0, -1.0, 0.0))   # rows: g-b, b-r, r-g
 
@@ -48,15 +27,15 @@ def adjust_hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     Equal to torchvision.transforms.v2.functional.adjust_hue within 2e-5 (tested, ties too).
     """
     shape = x.shape
-    x = _pixels(x)                                                   # (B,3,P)
+    x = pixels(x)                                                    # (B,3,P)
     maxc = x.amax(dim=1, keepdim=True)
     chroma = maxc - x.amin(dim=1, keepdim=True)
-    cand = torch.matmul(_const(_HUE_DIFF, x), x).div_(chroma.clamp(min=1e-12))
-    cand.add_(_const([[0.0], [2.0], [4.0]], x))
+    cand = torch.matmul(const(_HUE_DIFF, x), x).div_(chroma.clamp(min=1e-12))
+    cand.add_(const([[0.0], [2.0], [4.0]], x))
     cand.sub_(torch.sign(maxc - x), alpha=100.0)                     # rule out non-max channels
     h = cand.amax(dim=1, keepdim=True)
     h.add_(6.0 * f.to(device=x.device, dtype=x.dtype).view(-1, 1, 1))
-    k = h + _const([[5.0], [3.0], [1.0]], x)                         # (B,3,P)
+    k = h + const([[5.0], [3.0], [1.0]], x)                          # (B,3,P)
     k.sub_(torch.floor(k * (1 / 6)), alpha=6.0)                      # k mod 6
     k = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return torch.addcmul(maxc, chroma, k, value=-1.0).view(shape)
@@ -99,7 +78,7 @@ def apply_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) ->
     shape = x.shape
     # Two buffers, written alternately: fresh 1.5 MB tensors each round cost more than the
     # arithmetic on the CPU (page faults on first touch; measured 3x on the four rounds).
-    x = _pixels(x).clone()                           # never write into the caller's x
+    x = pixels(x).clone()                            # never write into the caller's x
     spare = torch.empty_like(x)
     for k in range(4):
         if linear[k]:
@@ -114,26 +93,3 @@ def apply_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) ->
 def random_color_jitter(x: torch.Tensor, gen: torch.Generator, **settings: float) -> torch.Tensor:
     order, factors = jitter_params(gen, x.shape[0], **settings)
     return apply_jitter(x, order, factors)
-
-
-def grayscale_draws(gen: torch.Generator, n: int, p: float) -> torch.Tensor:
-    """(n,) bool: which images RandomGrayscale(p) turns gray."""
-    return torch.rand(n, generator=gen) < p
-
-
-def color_and_normalize(x: torch.Tensor, gray: torch.Tensor | None, mean: Sequence[float],
-                        std: Sequence[float]) -> torch.Tensor:
-    """(x - mean) / std per channel, after turning the images where `gray` is True to gray.
-
-    One baddbmm with the per-image matrix diag(1/std) G (G = 1 w^T for a gray image, else I)
-    and the offset -mean/std. Train and eval both come through here (eval: gray=None).
-    """
-    n = x.shape[0]
-    inv = 1.0 / torch.tensor(std, dtype=torch.float64)
-    mats = torch.eye(3, dtype=torch.float64).expand(n, 3, 3)
-    if gray is not None:
-        luma = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64).expand(3, 3)
-        mats = torch.where(gray[:, None, None], luma, mats)
-    mats = (inv[:, None] * mats).to(device=x.device, dtype=x.dtype)
-    bias = (-torch.tensor(mean, dtype=torch.float64) * inv).to(device=x.device, dtype=x.dtype)
-    return torch.baddbmm(bias.view(1, 3, 1), mats, _pixels(x)).view(x.shape)

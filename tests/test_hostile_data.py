@@ -1,0 +1,550 @@
+"""Hostile data sources: every input is built here (big ones as streams, never a big file on
+disk), and each must be refused by name with nothing written, or read within its bounds."""
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import struct
+import subprocess
+import sys
+import tarfile
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from augvit.data import decode
+from augvit.data.decode import PrepareError
+from augvit.data.fetch import fetch
+from augvit.data.classnames import check_class_names
+from augvit.data.sources import Limits, SourceError, read_hub
+from augvit.io import StageError, load_arrays, load_json
+from conftest import ROOT, data_params, make_image_folder, pack
+
+GiB = 1 << 30
+
+# Every file this process opens while OPENED is a list (the "open" audit event covers open(),
+# os.open and Path.read_bytes): how a test sees what a reader touched.
+OPENED: list[str] | None = None
+
+
+def _audit(event: str, args: tuple) -> None:
+    if OPENED is not None and event == "open" and isinstance(args[0], (str, bytes, Path)):
+        OPENED.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture
+def opened():
+    global OPENED
+    OPENED = []
+    yield OPENED
+    OPENED = None
+
+
+class Zeros(io.RawIOBase):
+    """`size` zero bytes as a stream: a huge member costs no memory and no disk to build."""
+
+    def __init__(self, size: int):
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), self.left)
+        buf[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def small_folder(tmp_path: Path, **kw) -> Path:
+    return make_image_folder(tmp_path / "imgs", n_train=kw.pop("n_train", 4),
+                             n_test=kw.pop("n_test", 2), **kw)
+
+
+def tar_gz_with_zeros(folder: Path, out: Path, name: str, size: int) -> Path:
+    """folder's images, then a member `name` of `size` zero bytes (~size/1000 on disk)."""
+    with tarfile.open(out, "w:gz") as tf:
+        for child in sorted(folder.iterdir()):
+            tf.add(child, arcname=child.name)
+        tf.addfile(_info(name, size), Zeros(size))
+    return out
+
+
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info
+
+
+def zip_with_zeros(folder: Path, out: Path, name: str, size: int) -> Path:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(folder).as_posix())
+        with zf.open(name, "w", force_zip64=True) as f:
+            for _ in range(size >> 20):
+                f.write(bytes(1 << 20))
+    return out
+
+
+def patch_zip(path: Path, member: str, **fields: int) -> None:
+    """Rewrite fields of one member's local and central headers: flags, method, size."""
+    data = bytearray(path.read_bytes())
+    local = {"flags": (6, "<H"), "method": (8, "<H"), "size": (22, "<I")}
+    central = {"flags": (8, "<H"), "method": (10, "<H"), "size": (24, "<I")}
+    with zipfile.ZipFile(path) as zf:
+        at = zf.getinfo(member).header_offset
+    starts = [at] + [i for i in _find_all(data, b"PK\x01\x02")
+                     if data[i + 46:i + 46 + len(member)] == member.encode()]
+    for start, layout in zip(starts, (local, central)):
+        for key, value in fields.items():
+            off, fmt = layout[key]
+            struct.pack_into(fmt, data, start + off, value)
+    path.write_bytes(bytes(data))
+
+
+def _find_all(data: bytes, needle: bytes):
+    i = data.find(needle)
+    while i != -1:
+        yield i
+        i = data.find(needle, i + 1)
+
+
+def png(width: int, height: int, bit_depth: int, color_type: int, rows) -> bytes:
+    """A PNG written chunk by chunk, its rows streamed through zlib (a bomb stays small)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(b"\x00" + r) for r in rows) + z.flush()
+    head = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def bomb_png() -> bytes:
+    """50000 x 50000 one-bit black: 2.5 gigapixels (7.5 GB as RGB) in about 300 KB."""
+    return png(50000, 50000, 1, 0, itertools.repeat(bytes(6250), 50000))
+
+
+# ------------------------------------------------------------------ 1. read images only
+
+EXTRAS = ["README.md", "train/labels.csv", "train/cat/notes.txt", "train/cat/sub/deep.png",
+          "test/dog/.hidden.png", "other/stuff/cat/x.png"]
+
+
+@pytest.mark.parametrize("kind", ["dir", ".tar.gz", ".zip"])
+def test_only_images_in_class_folders_are_read_at_all(tmp_path, monkeypatch, opened, kind):
+    folder = small_folder(tmp_path)
+    for extra in EXTRAS:
+        (folder / extra).parent.mkdir(parents=True, exist_ok=True)
+        (folder / extra).write_bytes(b"not an image, and not to be read")
+    src = folder if kind == "dir" else pack(folder, tmp_path / f"d{kind}")
+    members: list[str] = []
+    extract, zopen = tarfile.TarFile.extractfile, zipfile.ZipFile.open
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", lambda self, m, *a: (
+        members.append(getattr(m, "name", m)), extract(self, m, *a))[1])
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, m, mode="r", *a, **k: (
+        mode == "r" and members.append(getattr(m, "filename", m)),
+        zopen(self, m, mode, *a, **k))[1])
+    opened.clear()
+    record = fetch(str(src), tmp_path / "raw")
+    assert record["counts"] == {"train": 12, "test": 6}
+    read = members if kind != "dir" else [
+        Path(p).relative_to(folder.resolve()).as_posix() for p in opened
+        if Path(p).is_relative_to(folder.resolve())]
+    assert len(read) == 18 and not set(read) & set(EXTRAS), read
+
+
+# ------------------------------------------------------------------ 2. size limits
+
+def peak_of_fetch(src: Path, out: Path) -> tuple[str, float]:
+    """fetch in a fresh process: (what it printed, its peak resident memory in MB)."""
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent (pytest) across exec.
+    code = ("import re, sys\n"
+            "from augvit.data.fetch import fetch\nfrom augvit.io import StageError\n"
+            "try:\n    fetch(sys.argv[1], sys.argv[2]); print('written')\n"
+            "except StageError as e:\n    print('refused:', e)\n"
+            "status = open('/proc/self/status').read()\n"
+            "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', status)[1]) / 1024)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(src), str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    text, peak = run.stdout.rsplit("\n", 2)[-3:-1]
+    return text, float(peak)
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".zip"])
+def test_a_1_gib_member_of_zeros_is_refused_by_its_header_with_low_memory(tmp_path, suffix):
+    folder = small_folder(tmp_path)
+    build = tar_gz_with_zeros if suffix == ".tar.gz" else zip_with_zeros
+    src = build(folder, tmp_path / f"bomb{suffix}", "train/cat/huge.png", GiB)
+    assert src.stat().st_size < 6 * (1 << 20)
+    text, peak_mb = peak_of_fetch(src, tmp_path / "raw")
+    assert text.startswith("refused:") and "'train/cat/huge.png' is 1,073.7 MB by its header" \
+        in text and "data.max_image_mb = 50 MB" in text, text
+    assert peak_mb < 300, peak_mb                   # reading it would take over 1024 MB
+    assert not (tmp_path / "raw").exists()
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".zip"])
+def test_a_200_mb_png_member_puts_nothing_in_the_output(tmp_path, suffix, opened):
+    folder = small_folder(tmp_path)
+    build = tar_gz_with_zeros if suffix == ".tar.gz" else zip_with_zeros
+    src = build(folder, tmp_path / f"big{suffix}", "train/dog/big.png", 200 << 20)
+    with pytest.raises(SourceError, match=r"'train/dog/big.png' is 209.7 MB by its header, "
+                                          r"over data.max_image_mb = 50 MB.*raise "
+                                          r"data.max_image_mb.*Nothing was written"):
+        fetch(str(src), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+    assert not [p for p in opened if "raw" in Path(p).name]
+
+
+def test_a_folder_file_over_the_limit_is_refused_by_its_size_unread(tmp_path, opened):
+    folder = small_folder(tmp_path)
+    big = folder / "train" / "frog" / "big.png"
+    with open(big, "wb") as f:                           # sparse: no disk used
+        f.truncate(3_000_000)
+    opened.clear()
+    with pytest.raises(SourceError, match=r"'train/frog/big.png' is 3.0 MB by its header, "
+                                          r"over data.max_image_mb = 2 MB"):
+        fetch(str(folder), tmp_path / "raw", limits=Limits(max_image_mb=2))
+    assert str(big.resolve()) not in opened and not (tmp_path / "raw").exists()
+
+
+def test_a_zip_whose_header_understates_a_member_is_refused_by_name(tmp_path):
+    folder = small_folder(tmp_path)
+    src = zip_with_zeros(folder, tmp_path / "lie.zip", "train/cat/lie.png", 3 << 20)
+    patch_zip(src, "train/cat/lie.png", size=100)        # claims 100 bytes, holds 3 MiB
+    with pytest.raises(SourceError, match=r"member 'train/cat/lie.png': .*corrupt"):
+        fetch(str(src), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_read_stops_one_byte_past_the_limit_whatever_the_header_says():
+    from augvit.data.archives import Intake, Member
+    asked = []
+
+    class Stream(io.BytesIO):
+        def read(self, n=-1):
+            asked.append(n)
+            return super().read(n)
+
+    lying = Member("train/cat/x.png", False, 10, lambda: Stream(bytes(10_000_000)))
+    with pytest.raises(SourceError, match=r"'train/cat/x.png' holds more than its header's 10 "
+                                          r"bytes, over data.max_image_mb = 0.001 MB"):
+        Intake("data.source 'x'", Limits(max_image_mb=0.001)).read(lying)
+    assert asked == [1001]
+
+
+def test_the_total_is_checked_as_images_are_read(tmp_path, opened):
+    folder = small_folder(tmp_path, n_train=10)
+    opened.clear()
+    with pytest.raises(SourceError, match=r"brings the image files kept to .* over "
+                                          r"data.max_total_mb = 0.01 MB"):
+        fetch(str(folder), tmp_path / "raw", limits=Limits(max_total_mb=0.01))
+    images = [p for p in opened if p.endswith((".png", ".jpg"))]
+    assert 0 < len(images) < 10                 # stopped at the image that crossed the limit
+    assert not (tmp_path / "raw").exists()
+
+
+def test_limits_default_to_params_yaml():
+    assert Limits() == Limits.of(data_params())
+
+
+# ------------------------------------------------------------------ 3. zip members
+
+@pytest.mark.parametrize("how,fields,message", [
+    ("encrypted", {"flags": 0x1}, "is encrypted"),
+    ("method 99", {"method": 99}, "is compressed with method 99"),
+    ("bzip2", None, "is compressed with method 12"),
+])
+def test_zip_members_it_cannot_read_safely_are_refused_by_name(tmp_path, how, fields, message):
+    folder = small_folder(tmp_path)
+    src = pack(folder, tmp_path / "d.zip")
+    name = "train/dog/0000.png"
+    if fields:
+        patch_zip(src, name, **fields)
+    else:                                       # bzip2 inflates without an output bound
+        with zipfile.ZipFile(src, "a") as zf:
+            zf.writestr("train/dog/bz.png", (folder / name).read_bytes(), zipfile.ZIP_BZIP2)
+        name = "train/dog/bz.png"
+    with pytest.raises(SourceError, match=rf"member '{name}' {message}; only unencrypted "
+                                          r"members, stored or deflate.*Re-pack"):
+        fetch(str(src), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_zip_member_that_fails_to_inflate_is_named(tmp_path):
+    folder = small_folder(tmp_path)
+    src = zip_with_zeros(folder, tmp_path / "d.zip", "train/frog/z.png", 1 << 20)
+    with zipfile.ZipFile(src) as zf:
+        info = zf.getinfo("train/frog/z.png")
+    data = bytearray(src.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + 20
+    data[start:start + 64] = os.urandom(64)
+    src.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match=r"member 'train/frog/z.png': the archive is "
+                                          r"truncated or corrupt"):
+        fetch(str(src), tmp_path / "raw")
+
+
+def test_archives_are_never_extracted(tmp_path):
+    """What already held: odd names, links and devices inside a tar write and read nothing."""
+    folder = small_folder(tmp_path)
+    src = tmp_path / "odd.tar"
+    with tarfile.open(src, "w") as tf:
+        for child in sorted(folder.iterdir()):
+            tf.add(child, arcname=child.name)
+        for name in ("../../escape.png", "/tmp/absolute.png"):
+            tf.addfile(_info(name, 3), io.BytesIO(b"abc"))
+        for kind, name in ((tarfile.SYMTYPE, "train/cat/sym.png"),
+                           (tarfile.LNKTYPE, "train/cat/hard.png"),
+                           (tarfile.CHRTYPE, "train/cat/dev.png")):
+            info = _info(name, 0)
+            info.type, info.linkname = kind, "/etc/passwd"
+            tf.addfile(info)
+    record = fetch(str(src), tmp_path / "raw")
+    assert record["counts"] == {"train": 12, "test": 6}
+    assert not (tmp_path.parent / "escape.png").exists()
+    assert not Path("/tmp/absolute.png").exists()
+    raw = load_arrays(tmp_path / "raw" / "train.npz")
+    assert b"root:" not in raw["bytes"].tobytes()
+
+
+# ------------------------------------------------------------------ 4. folder links
+
+@pytest.mark.parametrize("link,target", [("train/cat/x.png", "/etc/passwd"),
+                                         ("train/evil", "/etc"),
+                                         ("test/dog/gone.png", "/nonexistent/x.png")])
+def test_a_link_out_of_the_data_folder_is_refused_and_never_read(tmp_path, opened, link,
+                                                                 target):
+    folder = small_folder(tmp_path)
+    (folder / link).symlink_to(target)
+    with pytest.raises(SourceError, match=rf"'{link}' is a link to '{target}'; links out of "
+                                          r"the data folder.*are not followed"):
+        fetch(str(folder), tmp_path / "raw")
+    assert not [p for p in opened if p.startswith(("/etc", "/nonexistent"))]
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_link_to_a_file_inside_the_folder_is_read_as_that_file(tmp_path):
+    folder = small_folder(tmp_path)
+    (folder / "train" / "cat" / "again.png").symlink_to("../dog/0000.png")
+    record = fetch(str(folder), tmp_path / "raw")
+    assert record["counts"] == {"train": 13, "test": 6}
+
+
+def test_a_pipe_named_like_an_image_is_refused_not_waited_on(tmp_path):
+    folder = small_folder(tmp_path)
+    os.mkfifo(folder / "train" / "cat" / "pipe.png")
+    with pytest.raises(SourceError, match=r"'train/cat/pipe.png' is not a regular file"):
+        fetch(str(folder), tmp_path / "raw")
+
+
+# ------------------------------------------------------------------ 5. class names
+
+@pytest.mark.parametrize("name", ["<img src=x onerror=alert(1)>", "CON", "nul.txt", " cat",
+                                  "cat.", "a\x1bb", 'x"y', "x'y", "a*b", "a|b", "a:b", "a\\b",
+                                  "&amp;", "x" * 101])
+def test_a_class_folder_name_that_could_inject_is_refused(tmp_path, name):
+    folder = small_folder(tmp_path, classes=["cat", name])
+    with pytest.raises(SourceError, match=r"class name .* is not allowed; class names may "
+                                          r"hold letters, digits, spaces and _ - \. , \( \) \+"):
+        fetch(str(folder), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_plain_class_names_in_any_script_are_accepted():
+    check_class_names(["airplane", "sea_lion", "New York (NY)", "Größe", "猫", "t-shirt",
+                       "a.b", "1,2", "c++", "x" * 100], "here")
+
+
+def test_a_script_tag_in_an_archive_path_is_refused(tmp_path):
+    folder = small_folder(tmp_path)
+    src = tmp_path / "d.tar"
+    with tarfile.open(src, "w") as tf:
+        for child in sorted(folder.iterdir()):
+            tf.add(child, arcname=child.name)
+        tf.addfile(_info("train/</script><script>alert(1)</script>/x.png", 3),
+                   io.BytesIO(b"abc"))
+    with pytest.raises(SourceError, match=r"class name '<' is not allowed"):
+        fetch(str(src), tmp_path / "raw")
+
+
+def test_hub_class_label_names_that_could_inject_are_refused(tmp_path, monkeypatch):
+    import datasets
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    evil = "</script><script>alert(1)</script>"
+    features = datasets.Features({"img": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=["cat", evil])})
+    img = Image.new("RGB", (8, 8))
+    for split in ("train", "test"):
+        datasets.Dataset.from_dict({"img": [img, img], "label": [0, 1]}, features=features) \
+            .to_parquet(str(tmp_path / "hub" / f"{split}.parquet"))
+    with pytest.raises(SourceError, match=r"class name '</script><script>alert\(1\)</script>' "
+                                          r"is not allowed"):
+        read_hub(str(tmp_path / "hub"))
+    with pytest.raises(SourceError, match="is not allowed"):
+        fetch(str(tmp_path / "hub"), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_prepare_and_later_stages_check_class_names_again(tmp_path):
+    """data/raw and data/prepared may come from a DVC remote: their class names are rechecked."""
+    from augvit.data.batches import load_classes
+    fetch(str(small_folder(tmp_path)), tmp_path / "raw")
+    decode.prepare(data_params(val_fraction=0.25), tmp_path / "raw", tmp_path / "prep")
+    source = load_json(tmp_path / "raw" / "source.json")
+    source["classes"][0] = "<b onmouseover=alert(1)>cat</b>"
+    (tmp_path / "raw" / "source.json").write_text(json.dumps(source))
+    with pytest.raises(PrepareError, match=r"source.json: class name '<b onmouseover"):
+        decode.prepare(data_params(val_fraction=0.25), tmp_path / "raw", tmp_path / "prep2")
+    assert not (tmp_path / "prep2").exists()
+    meta = load_json(tmp_path / "prep" / "meta.json")
+    meta["classes"][1] = "../../etc"
+    (tmp_path / "prep" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(StageError, match=r"meta.json: class name '\.\./\.\./etc'"):
+        load_classes(tmp_path / "prep")
+
+
+# ------------------------------------------------------------------ 6. images
+
+def test_a_decompression_bomb_never_reaches_data_raw(tmp_path, bomb_png):
+    folder = small_folder(tmp_path)
+    (folder / "train" / "cat" / "bomb.png").write_bytes(bomb_png)
+    with pytest.raises(SourceError, match=r"'train/cat/bomb.png' is 50000 x 50000 = "
+                                          r"2,500,000,000 pixels, over data.max_image_pixels = "
+                                          r"40,000,000.*raise data.max_image_pixels"):
+        fetch(str(folder), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_prepare_refuses_a_bomb_in_data_raw_by_name(tmp_path, bomb_png):
+    folder = small_folder(tmp_path)
+    (folder / "train" / "cat" / "bomb.png").write_bytes(bomb_png)
+    fetch(str(folder), tmp_path / "raw", limits=Limits(max_image_pixels=10**10))
+    with pytest.raises(PrepareError, match=r"prepare: 'train/cat/bomb.png' is 50000 x 50000 = "
+                                           r"2,500,000,000 pixels, over data.max_image_pixels"):
+        decode.prepare(data_params(val_fraction=0.25), tmp_path / "raw", tmp_path / "prep")
+    assert not (tmp_path / "prep").exists()
+
+
+def test_an_image_over_the_pixel_limit_fails_prepare_even_from_a_worker(tmp_path,
+                                                                        monkeypatch):
+    fetch(str(small_folder(tmp_path)), tmp_path / "raw")
+    monkeypatch.setattr(decode, "CHUNK", 4)          # several chunks: a process pool decodes
+    with pytest.raises(PrepareError, match=r"'train/cat/0003.jpg' is 40 x 40 = 1,600 pixels, "
+                                           r"over data.max_image_pixels = 1,500"):
+        decode.prepare(data_params(val_fraction=0.25, max_image_pixels=1500), tmp_path / "raw",
+                       tmp_path / "prep")
+    assert not (tmp_path / "prep").exists()
+
+
+RAMP16 = (np.arange(256) * 257).astype(">u2")       # 0..65535 in 256 steps
+
+
+@pytest.mark.parametrize("kind", ["png grey", "png grey+alpha", "png rgb", "ppm grey",
+                                  "tiff grey"])
+def test_16_bit_images_are_scaled_to_8_bits_not_clipped(kind):
+    if kind == "png grey":
+        blob = png(256, 2, 16, 0, [RAMP16.tobytes()] * 2)
+    elif kind == "png grey+alpha":
+        blob = png(256, 2, 16, 4, [np.stack([RAMP16, RAMP16], 1).tobytes()] * 2)
+    elif kind == "png rgb":
+        blob = png(256, 2, 16, 2, [np.stack([RAMP16] * 3, 1).tobytes()] * 2)
+    elif kind == "ppm grey":
+        blob = b"P5\n256 2\n65535\n" + RAMP16.tobytes() * 2
+    else:
+        buf = io.BytesIO()
+        Image.frombytes("I;16B", (256, 2), RAMP16.tobytes() * 2).save(buf, "TIFF")
+        blob = buf.getvalue()
+    out = decode.decode_one(blob, 256)
+    assert out.shape == (3, 256, 256)
+    assert np.array_equal(out[0, 0, :], np.arange(256)), out[0, 0, ::32]
+
+
+@pytest.mark.parametrize("mode", ["I", "F"])
+def test_32_bit_and_float_images_are_refused_by_name(mode):
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(64, dtype=np.int32 if mode == "I" else np.float32)
+                    .reshape(8, 8), mode).save(buf, "TIFF")
+    with pytest.raises(PrepareError, match=rf"'train/cat/x.tif' is a TIFF image of mode {mode}"
+                                           r" .*Convert it to an 8- or 16-bit PNG"):
+        decode.decode_one(buf.getvalue(), 8, "train/cat/x.tif")
+
+
+# ------------------------------------------------------------------ 7. empty validation split
+
+def test_a_val_fraction_that_leaves_val_empty_is_refused(tmp_path):
+    fetch(str(make_image_folder(tmp_path / "imgs")), tmp_path / "raw")   # 12 per class
+    with pytest.raises(PrepareError, match=r"data.val_fraction = 0.01 gives 0 validation "
+                                           r"images .*n = 12 .*at least 0.042"):
+        decode.prepare(data_params(val_fraction=0.01), tmp_path / "raw", tmp_path / "prep")
+    assert not (tmp_path / "prep").exists()
+    meta = decode.prepare(data_params(val_fraction=0.042), tmp_path / "raw", tmp_path / "prep")
+    assert meta["counts"]["val"] == 3
+
+
+# ------------------------------------------------------------------ 8. data/raw from a remote
+
+def _tamper(arrays: dict, how: str) -> dict:
+    off, labels = arrays["offsets"].copy(), arrays["labels"].copy()
+    if how == "backwards":
+        off[2], off[3] = off[3], off[2]
+    elif how == "past the bytes":
+        off[-1] += 1000
+    elif how == "label too big":
+        labels[0] = 3
+    elif how == "negative label":
+        labels[0] = -1
+    elif how == "missing names":
+        return {k: v for k, v in arrays.items() if k != "names"}
+    elif how == "extra array":
+        return {**arrays, "evil": np.zeros(3)}
+    elif how == "pickled":
+        return {**arrays, "names": np.asarray([{"x": 1}] * len(labels), dtype=object)}
+    return {**arrays, "offsets": off, "labels": labels}
+
+
+@pytest.mark.parametrize("how,message", [
+    ("backwards", "'offsets' do not run monotonically"),
+    ("past the bytes", "'offsets' do not run monotonically"),
+    ("label too big", "'labels' run from 0 to 3, outside the 3 classes"),
+    ("negative label", "'labels' run from -1 to 2"),
+    ("missing names", r"lacks the array\(s\) \['names'\]"),
+    ("extra array", r"holds 'evil.npy', not one of \['bytes.npy'"),
+    ("pickled", "cannot be read .*Object arrays cannot be loaded"),
+])
+def test_tampered_raw_arrays_are_refused_by_name(tmp_path, how, message):
+    fetch(str(small_folder(tmp_path)), tmp_path / "raw")
+    path = tmp_path / "raw" / "train.npz"
+    arrays = _tamper(load_arrays(path), how)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(PrepareError, match=rf"train.npz.*{message}"):
+        decode.prepare(data_params(val_fraction=0.25), tmp_path / "raw", tmp_path / "prep")
+    assert not (tmp_path / "prep").exists()
+
+
+def test_a_raw_array_claiming_more_than_the_total_limit_is_not_loaded(tmp_path):
+    fetch(str(small_folder(tmp_path)), tmp_path / "raw")
+    path = tmp_path / "raw" / "train.npz"
+    arrays = load_arrays(path)
+    with open(path, "wb") as f:                       # 50 MB of zeros, 50 KB on disk
+        np.savez_compressed(f, **{**arrays, "bytes": np.zeros(50_000_000, np.uint8)})
+    with pytest.raises(PrepareError, match=r"array 'bytes.npy' claims 50,000,128 bytes, more "
+                                           r"than data.max_total_mb = 10 MB allows"):
+        decode.prepare(data_params(val_fraction=0.25, max_total_mb=10), tmp_path / "raw",
+                       tmp_path / "prep")
