@@ -89,8 +89,13 @@ def test_op_set_false_is_off_for_every_version():
     ("study__seeds", [], r"study\.seeds: got \[\]; allowed: a non-empty list"),
     ("study__seeds", [0, 0], r"study\.seeds: got \[0, 0\]; allowed: a non-empty list of distinct"),
     ("study__backbones", ["yes"], r"study\.backbones: got \['yes'\]; allowed: .*\[finetuned\]"),
-    ("study__baseline", "version_9", r"study\.baseline: got 'version_9'; allowed: one of the "
-                                     r"versions \(none, padcrop_flip, version_0, version_1"),
+    ("study__baseline", "version_9", r"study\.baseline: got 'version_9'; allowed: one of "
+                                     r"study\.versions \(none, version_0, version_1"),
+    ("study__versions", ["none", "deit"], r"study\.versions: got \['none', 'deit'\]; allowed: "
+                                          r"distinct names defined under versions"),
+    ("study__contrasts", {"g": ["version_1", "padcrop_flip"]},
+     r"study\.contrasts\.g: got \['version_1', 'padcrop_flip'\]; allowed: two different "
+     r"versions of study\.versions"),
     ("study__train_sizes", [5000, 0], r"study\.train_sizes: got \[5000, 0\]; allowed: a "
                                       r"non-empty list of distinct whole numbers >= 1"),
     ("study__train_sizes", [], r"study\.train_sizes: got \[\]"),

@@ -10,7 +10,7 @@ from importlib.metadata import packages_distributions
 from conftest import ROOT
 
 CODE = ("augvit", "stages", "bench", "tests")
-LOCAL = {"augvit", "stages", "bench", "conftest", "stagerun"}
+LOCAL = {"augvit", "stages", "bench"} | {p.stem for p in (ROOT / "tests").glob("*.py")}
 
 
 def normalized(name: str) -> str:
