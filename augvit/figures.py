@@ -102,7 +102,8 @@ def plot_comparison(analysis: dict, out: Path) -> None:
         return f"\n{BACKBONE_LABELS[x['backbone']]}, n={x['train_size']}" if many else ""
 
     items = [(axes[0], g["test_acc"], g["version"] + where(g), True) for g in rows] + \
-        [(axes[1], c["diff"], c["name"].replace(" - ", " −\n") + where(c),
+        [(axes[1], c["diff"], (c["name"].replace(" - ", " −\n") if c["kind"] == "baseline"
+                               else f"{c['name']}:\n{c['a']} − {c['b']}") + where(c),
           c["verdict"]["verdict"] in ("helps", "hurts")) for c in comps]
     ticks: dict = {axes[0]: [], axes[1]: []}
     for ax, c, label, filled in items:

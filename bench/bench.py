@@ -201,7 +201,7 @@ def machine() -> dict:
         info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in lines
                            if ln.startswith("model name"))
         flags = set(next(ln for ln in lines if ln.startswith("flags")).split(":", 1)[1].split())
-        # what decides whether bf16 autocast pays on a CPU (README, Performance)
+        # what decides whether bf16 autocast pays on a CPU (docs/performance.md)
         info["isa"] = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
     except (OSError, StopIteration):
         pass

@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
-# The GPU checks, in three parts (not part of CI):
+# The GPU checks for a machine without network (not part of CI; docs/gpu.md):
 #
-#   bash bench/gpu_check.sh prepare    HERE: the wheels the GPU machine lacks -> .whl/, the data
-#                                      archive -> .gpudata/, and the size of what will travel
+#   bash bench/gpu_check.sh prepare    WITH NETWORK: the wheels the GPU machine lacks -> .whl/,
+#                                      the data archive -> .gpudata/, and the size of what
+#                                      will travel
 #   bash bench/gpu_check.sh run        ON THE GPU MACHINE: install the carried wheels, then the
 #                                      notebook-shaped study through `dvc repro` with an
-#                                      nvidia-smi trace, the benchmark's GPU rows, the unit tests;
-#                                      all results in $OUT (at most 8 files), ~5 min on an H100
-#                                      (each step has a time limit; all limits: 9 min)
-#   bash bench/gpu_check.sh rehearse   HERE: `run` on the CPU, in a Python 3.12 venv holding only
-#                                      what the GPU machine holds, in a copy of the tree made as
-#                                      the device tool makes it; steps that need CUDA say so
+#                                      nvidia-smi trace, the unit tests, the benchmark's GPU
+#                                      rows; all results in $OUT (each step has a time limit)
+#   bash bench/gpu_check.sh rehearse   BEFORE THAT, HERE: `run` on the CPU, in a Python 3.12 venv
+#                                      holding only what the GPU machine holds, in a copy of the
+#                                      tree as it travels (no .git); steps that need CUDA say so
 #
-# With the device tool: `prepare` here, then run `bash bench/gpu_check.sh run` there with
-# carry [".whl", ".gpudata"] and timeout_s 590 (README, "GPU").
+# Copy the working tree with .whl/ and .gpudata/ to the GPU machine, then run
+# `bash bench/gpu_check.sh run` there.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
-SITE=${SITE:-/tmp/site}
+SITE=${SITE:-${TMPDIR:-/var/tmp}/augvit-site}
 FAILED=()
 
 say() { printf '\n=== %s [%s]\n' "$*" "$(date +%H:%M:%S)"; }
@@ -39,7 +39,7 @@ prepare() {
 }
 
 run() {
-  OUT=${OUT:-/tmp/gpu-check-out}
+  OUT=${OUT:-$(mktemp -d)}
   mkdir -p "$OUT"
   exec > >(tee -a "$OUT/check.log") 2>&1
   export DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -61,7 +61,9 @@ print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else
     nproc; command -v nvidia-smi >/dev/null && nvidia-smi; } > "$OUT/env.txt" 2>&1
   cat "$OUT/env.txt"
 
-  cp params.yaml .dvc/config /tmp/    # the study edits both; the tests want the originals
+  local keep
+  keep=$(mktemp -d)                    # the study edits both; the tests want the originals
+  cp params.yaml .dvc/config "$keep/"
   step "study params (notebook-shaped, $dev)" 30 \
     python3 bench/gpu_check.py study-params params.yaml "$dev"
   [ -d .git ] || dvc config core.no_scm true    # the device gets the tree without .git
@@ -80,7 +82,7 @@ print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else
   if [ -n "$smi" ]; then
     python3 bench/gpu_check.py util "$OUT/gpu-util.csv" | tee "$OUT/util-summary.txt"
   fi
-  cp /tmp/params.yaml params.yaml && cp /tmp/config .dvc/config
+  cp "$keep/params.yaml" params.yaml && cp "$keep/config" .dvc/config
   step "unit tests under this machine's versions" 100 \
     python3 -m pytest -m "not e2e" -q -p no:cacheprovider
   if [ "$dev" = cuda ]; then
@@ -101,7 +103,7 @@ print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else
 }
 
 rehearse() {
-  local venv=${VENV:-.venv-gpu} tree=${TREE:-/tmp/gpu-rehearsal}
+  local venv=${VENV:-.venv-gpu} tree=${TREE:-$(mktemp -d)/rehearsal}
   [ -f .whl/present-on-gpu-machine.txt ] || prepare
   if [ ! -x "$venv/bin/python3" ]; then
     say "a Python 3.12 venv with what the GPU machine holds, in $venv"
@@ -113,7 +115,7 @@ rehearse() {
       transformers==5.17.0 torchmetrics==1.9.0 scipy matplotlib pyyaml tqdm pillow timm pytest \
       packaging $(cat .whl/present-on-gpu-machine.txt) -c .whl/gpu-machine-pins.txt || exit 1
   fi
-  say "a copy of the tree as the device tool makes it (no .git), with .whl and .gpudata"
+  say "a copy of the tree as it travels to the GPU machine (no .git), with .whl and .gpudata"
   rm -rf "$tree" && mkdir -p "$tree/tree"
   git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$tree/tree"
   cp -r .whl .gpudata "$tree/tree/"

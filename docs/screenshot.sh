@@ -7,7 +7,7 @@
 set -euo pipefail
 out=$(realpath -m "$1"); height=$2; verb=$3; shift 3
 cd "$(dirname "$0")/.."
-vega=${VEGA_DIR:-/tmp/vega-local}
+vega=${VEGA_DIR:-${TMPDIR:-/var/tmp}/vega-local}
 if [ ! -f "$vega/vega-embed.min.js" ]; then
   mkdir -p "$vega" && (cd "$vega" && npm pack -q vega@5 vega-lite@5 vega-embed@6 >/dev/null &&
     for f in *.tgz; do tar xzf "$f" --strip-components=2 --wildcards '*/build/*.min.js'; done)

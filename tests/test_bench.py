@@ -57,7 +57,7 @@ def test_revision_comparison_refuses_non_positive_sizes():
 @pytest.mark.parametrize("device", ["cuda", "cpu"])
 def test_gpu_check_study_params_are_valid_params(tmp_path, device):
     """The GPU check rewrites params.yaml into the notebook-shaped study; it must stay valid
-    under the current schema (a stale key would spend the rare GPU lease on a params error)."""
+    under the current schema (a stale key would spend a GPU machine's time on a params error)."""
     import yaml
 
     from augvit.params import parse_params

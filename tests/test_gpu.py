@@ -1,6 +1,6 @@
 """The paths that only a CUDA device exercises; they skip on a machine without one.
 
-`bash bench/gpu_check.sh run` runs them on the lent GPU machine. What the CPU can check of the
+`bash bench/gpu_check.sh run` runs them on a GPU machine. What the CPU can check of the
 same paths (bf16 chosen only on CUDA) is tested in test_model.py.
 """
 from __future__ import annotations

@@ -54,7 +54,7 @@ def test_a_new_train_size_trains_only_that_size(tmp_path):
 
 
 def test_the_seed_notebooks_gpu_preset_runs_end_to_end(tmp_path):
-    """README's seed-study command (the ViT-B/16 shape: patch 16, 224x224 input, frozen
+    """The seed-study command of docs/gpu.md (the ViT-B/16 shape: patch 16, 224x224 input, frozen
     backbone) with `model.pretrained` a local save_pretrained folder of a randomly initialised
     ViT-B/16 config, on a few hundred images, one epoch: the pretrained-folder path, the 224
     resample and the frozen backbone through the whole pipeline."""
