@@ -1,0 +1,145 @@
+"""A tiny study as a real project, for the scale-out tests (fan-out, SLURM).
+
+`origin` is a committed copy of the project with tiny params: 2 versions x 2 seeds. Each test
+clones it (one commit: every run records the same code version), and `reference` is the study
+as one machine makes it, one run after another: `dvc repro` in a clone, one thread per run (the
+fan-out's and the SLURM tasks' per-run setting). Both are made once per session.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from conftest import TINY, make_image_folder, merged, pack
+from test_pipeline import copy_tracked, env, sh
+
+VERSIONS = ["none", "version_0"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+# What a study's results are: every file under these (models compared by their tensors and
+# metadata: safetensors writes its metadata keys in an order that varies between processes).
+RESULTS = ("models", "dvclive", "metrics", "eval", "reports", "plots")
+
+_made: dict[str, Path] = {}
+
+
+def origin(tmp_path_factory) -> Path:
+    """The tiny study's project, committed, with no results (made once per session)."""
+    if "origin" not in _made:
+        tmp = tmp_path_factory.mktemp("study")
+        archive = pack(make_image_folder(tmp / "imgs", n_train=12, n_test=5), tmp / "tiny.tgz")
+        proj = copy_tracked(tmp / "origin")
+        for stale in ("dvc.lock", *RESULTS, "recipes", ".dvc/config.local"):
+            target = proj / stale
+            if target.is_file():
+                target.unlink()
+            elif target.is_dir():
+                subprocess.run(["rm", "-rf", str(target)], check=True)
+        (proj / "params.yaml").write_text(yaml.safe_dump(
+            study_params(proj / "params.yaml", archive), sort_keys=False))
+        sh(proj, "git", "init", "-q")
+        sh(proj, "git", "add", "-A")
+        sh(proj, "git", "commit", "-qm", "tiny study")
+        _made["origin"] = proj
+    return _made["origin"]
+
+
+def study_params(path: Path, archive: Path) -> dict:
+    """The project's own params.yaml (the copy's code reads it) with the tiny settings and
+    the tiny study's axes."""
+    p = merged(yaml.safe_load(path.read_text()), TINY, {"data": {"source": str(archive)}})
+    study = p["study"]
+    study.update(seeds=[0, 1], baseline=VERSIONS[0])
+    if "versions" in study:                    # the versions the study runs, by name
+        study["versions"] = VERSIONS
+    if "contrasts" in study:                   # comparisons between the left-out versions
+        study["contrasts"] = {}
+    else:
+        p["versions"] = {v: p["versions"][v] for v in VERSIONS}
+    return p
+
+
+def clone(tmp_path_factory, name: str) -> Path:
+    src = origin(tmp_path_factory)
+    dst = tmp_path_factory.mktemp(name) / "project"
+    sh(src.parent, "git", "clone", "-q", str(src), str(dst))
+    return dst
+
+
+def reference(tmp_path_factory) -> Path:
+    """The tiny study made by `dvc repro` alone: the trainings one after another with one
+    thread each (a fan-out slot's setting), then the rest as the fan-out's last step runs it,
+    with the machine's threads (runs record their thread count)."""
+    if "reference" not in _made:
+        proj = clone(tmp_path_factory, "reference")
+        for cmd, extra in ((["dvc", "repro", "--glob", "train@*"], ONE_THREAD),
+                           (["dvc", "repro"], {})):
+            r = subprocess.run(cmd, cwd=proj, env={**env(), **extra}, capture_output=True,
+                               text=True, timeout=900)
+            assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        _made["reference"] = proj
+    return _made["reference"]
+
+
+def results(project: Path) -> dict[str, object]:
+    """Every result file of a study: relative path -> its content (a model: its tensors and
+    its parsed metadata). DVC's .gitignore files are left out (their line order is the order
+    in which DVC recorded the runs), and so are the markers of the tests' pause before a
+    rename (AUGSTUDY_PAUSE_BEFORE_RENAME)."""
+    from safetensors import safe_open
+    out: dict[str, object] = {}
+    for root in RESULTS:
+        for f in sorted((project / root).rglob("*")):
+            if not f.is_file() or f.name == ".gitignore" or f.suffix == ".paused":
+                continue
+            key = str(f.relative_to(project))
+            if f.suffix == ".safetensors":
+                with safe_open(str(f), "pt") as m:
+                    out[key] = ({k: json.loads(v) if v.startswith(("{", "[")) else v
+                                 for k, v in (m.metadata() or {}).items()},
+                                {k: m.get_tensor(k).numpy().tobytes() for k in m.keys()})
+            else:
+                out[key] = f.read_bytes()
+    return out
+
+
+def assert_same_study(project: Path, ref: Path) -> int:
+    """The two studies' results are identical, file by file; returns how many files."""
+    a, b = results(project), results(ref)
+    assert set(a) == set(b), f"files differ: only here {sorted(set(a) - set(b))[:10]}, " \
+        f"only in the reference {sorted(set(b) - set(a))[:10]}"
+    differ = sorted(k for k in a if a[k] != b[k])
+    assert not differ, f"{len(differ)} of {len(a)} result files differ: {differ[:10]}"
+    assert any(k.endswith(".safetensors") for k in a)
+    return len(a)
+
+
+def dvc_status(project: Path) -> dict:
+    return json.loads(sh(project, "dvc", "status", "--json").strip().splitlines()[-1])
+
+
+def lock_stages(project: Path) -> set[str]:
+    return set(yaml.safe_load((project / "dvc.lock").read_text())["stages"])
+
+
+def pipeline_stages(project: Path) -> set[str]:
+    return set(sh(project, "dvc", "stage", "list", "--name-only").split())
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of a session (as a crash of the machine would end them)."""
+    for _ in range(3):
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                pid = int(stat.parent.name)
+                if int(fields[3]) == sid and pid != os.getpid():   # field 6 of stat: session
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                pass
+        time.sleep(0.2)

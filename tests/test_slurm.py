@@ -1,0 +1,140 @@
+"""The SLURM job scripts (slurm/) on a real scheduler: a single-node cluster started here
+(tests/slurmcluster.py), the project's own submit.sh with a tiny study and a local DVC remote;
+the gathered study must equal the one `dvc repro` makes on one machine."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from augvit.cluster import uncommitted_inputs
+from slurmcluster import Cluster, missing_requirements
+from studyrun import (assert_same_study, clone, dvc_status, lock_stages, pipeline_stages,
+                      reference)
+from test_pipeline import env, sh
+
+DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+        "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+
+
+def test_check_names_uncommitted_inputs_only(tmp_path_factory):
+    """submit.sh refuses a workspace whose inputs differ from HEAD (the tasks check out HEAD);
+    changed outputs and files no stage reads are fine."""
+    proj = clone(tmp_path_factory, "check")
+    assert uncommitted_inputs(proj) == []
+    (proj / "augvit" / "io.py").write_text((proj / "augvit" / "io.py").read_text() + "# x\n")
+    (proj / "notes.txt").write_text("not an input")
+    (proj / "metrics").mkdir(exist_ok=True)
+    (proj / "metrics" / "summary.json").write_text("{}")       # an output
+    params = (proj / "params.yaml").read_text()
+    (proj / "params.yaml").write_text(params.replace("epochs: 2", "epochs: 3"))
+    assert uncommitted_inputs(proj) == ["augvit/io.py", "params.yaml"]
+    r = subprocess.run([sys.executable, "-m", "augvit.cluster", "check"], cwd=proj, env=env(),
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "augvit/io.py" in r.stderr and "Commit them" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    why = missing_requirements()
+    if why:
+        pytest.skip(why)
+    c = Cluster(cpus=2).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def wait_for(cluster: Cluster, jobs: dict[str, str], expected: int,
+             timeout: float = 900) -> dict[str, str]:
+    """Every job's (and array task's) final state, once all `expected` of them are done."""
+    deadline = time.time() + timeout
+    while True:
+        states = {k: v for job in jobs.values() for k, v in cluster.job_states(job).items()}
+        if len(states) >= expected and set(states.values()) <= DONE:
+            return states
+        if any(v in DONE - {"COMPLETED"} for v in states.values()) or time.time() > deadline:
+            time.sleep(2)                          # let the rest settle, for the report
+            return {k: v for job in jobs.values() for k, v in cluster.job_states(job).items()}
+        time.sleep(2)
+
+
+@pytest.mark.e2e
+def test_job_array_and_gather_equal_one_machine(cluster, tmp_path_factory):
+    """prepare, a 3-task array (each task: its own checkout, its slice of the 4 runs, a push
+    to the remote), gather (pull, restore every training from the run-cache, evaluate, compare,
+    plot): all COMPLETED, no training in the gather job, and the study equals one machine's."""
+    ref = reference(tmp_path_factory)
+    proj = clone(tmp_path_factory, "slurm")
+    remote = proj.parent / "remote"
+    settings = {"TASKS": "3", "GPUS_PER_TASK": "0", "CPUS_PER_TASK": "1", "TIME": "00:30:00",
+                "FANOUT": "--cpu-slots 1 --threads 1", "VENV": sys.prefix,
+                "REMOTE": str(remote), "SCRATCH_DIR": str(proj.parent / "scratch")}
+    out = cluster.run("bash", "slurm/submit.sh", env={**env(), **settings}, cwd=proj)
+    jobs = dict(re.findall(r"(prepare|train|gather)=(\d+)", out))
+    assert set(jobs) == {"prepare", "train", "gather"}, out
+    states = wait_for(cluster, jobs, expected=5)
+    logs = proj / ".dvc" / "tmp" / "slurm" / "logs"
+    print(f"SLURM jobs {jobs}: {states}")
+    report = "".join(f"\n--- {f.name}\n{f.read_text(errors='replace')[-3000:]}"
+                     for f in sorted(logs.glob("*.out")))
+    assert sorted(states) == sorted([jobs["prepare"], jobs["gather"]] +
+                                    [f"{jobs['train']}_{i}" for i in range(3)]), states
+    assert set(states.values()) == {"COMPLETED"}, f"{states}{report}{cluster.logs()}"
+
+    trained = {}
+    for i in range(3):
+        text = (logs / f"augvit-train-{jobs['train']}_{i}.out").read_text()
+        trained[i] = re.findall(r"\] (train@\S+) trained", text)
+    assert sorted(s for t in trained.values() for s in t) == \
+        sorted(s for s in pipeline_stages(proj) if s.startswith("train@")), trained
+    gather = (logs / f"augvit-gather-{jobs['gather']}.out").read_text()
+    assert "Running stage 'train@" not in gather, gather
+    assert len(re.findall(r"Stage 'train@\S+' is cached - skipping run", gather)) == 4, gather
+    assert not (proj.parent / "scratch").exists() or not any((proj.parent / "scratch").iterdir())
+
+    assert dvc_status(proj) == {}
+    assert lock_stages(proj) == pipeline_stages(proj)
+    files = assert_same_study(proj, ref)
+    print(f"SLURM study equals one machine's: {files} result files identical; "
+          f"trained per task: {trained}")
+    # the remote holds everything: a fresh clone reproduces the study without training
+    fresh = proj.parent / "fresh"
+    sh(proj.parent, "git", "clone", "-q", str(proj), str(fresh))
+    sh(fresh, "dvc", "remote", "add", "-d", "store", str(remote))
+    pulled = sh(fresh, "dvc", "repro", "--pull", "--glob", "train@*")
+    assert "Running stage 'train@" not in pulled, pulled
+    assert os.listdir(fresh / "models")
+
+
+@pytest.mark.e2e
+def test_one_training_over_srun_tasks_is_recorded_by_dvc(cluster, tmp_path_factory):
+    """slurm/multinode.sbatch under a real `srun`: two tasks (here on the one node) train one
+    run with DDP, numbered by Lightning's SLURM environment (srun sets no LOCAL_RANK); DVC
+    records it, so `dvc repro` then finds it up to date."""
+    proj = clone(tmp_path_factory, "srun")
+    params = (proj / "params.yaml").read_text()
+    params = re.sub(r"(?m)^(  devices:) 1$", r"\1 2", params)
+    params = re.sub(r"(?m)^(  strategy:) auto$", r"\1 ddp", params)
+    (proj / "params.yaml").write_text(params)
+    sh(proj, "git", "commit", "-qam", "two processes per run")
+    stage = "train@none-finetuned-24-0"
+    out = cluster.run("sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--gres=none",
+                      "--cpus-per-task=1", "--time=00:20:00", "--output=job-%j.out",
+                      "slurm/multinode.sbatch", stage, env={**env(), "VENV": sys.prefix},
+                      cwd=proj)
+    job = out.strip().split(";")[0]
+    states = wait_for(cluster, {"multinode": job}, expected=1)
+    log = (proj / f"job-{job}.out").read_text(errors="replace")
+    print(f"SLURM multinode job {job}: {states}")
+    assert states == {job: "COMPLETED"}, log[-4000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log and "GLOBAL_RANK: 0, MEMBER: 1/2" in log, log
+    assert "auto-requeueing enabled" not in log
+    assert dvc_status(proj).keys() <= {s for s in pipeline_stages(proj) if s != stage}
+    again = sh(proj, "dvc", "repro", "-s", stage)
+    assert "didn't change" in again and "Running stage" not in again, again
