@@ -176,16 +176,19 @@ def read_model_file(path: str | Path) -> tuple[ClassifierConfig, dict[str, Any],
                                                 dict[str, tuple[int, ...]]]:
     """(config, record, tensor shapes) from the header alone; no tensor is read."""
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise ModelFileError(f"{path}: a pickle (torch.save), the earlier model-file format, "
-                             "which can run code when loaded; it is refused. " + _rebuild_hint(path))
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
+        # Not safetensors: say so, naming a pickle (torch.save's zip or legacy format) as such.
+        # Only now: a safetensors file starts with its header's length, whose bytes can be any.
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+            raise ModelFileError(f"{path}: a pickle (torch.save), the earlier model-file "
+                                 "format, which can run code when loaded; it is refused. "
+                                 + _rebuild_hint(path)) from None
         raise ModelFileError(f"{path}: not a safetensors file ({e}). " + _rebuild_hint(path)) \
             from None
     if meta.get("format") != FORMAT:

@@ -154,7 +154,8 @@ def slot_rows(record: dict, name: str) -> list[str]:
     same = "yes" if record["same_models"] else "no"
     return [f"| [{name}](../bench/results/fanout/{name}) | {c['slots']} x {c['threads']} | "
             f"{c['trainings']} | {c['wall_s']:.0f} | "
-            f"{sum(c['training_s']) / len(c['training_s']):.0f} | {same} |"
+            f"{sum(c['training_s']) / len(c['training_s']):.0f} | {c['cpu_s']:.0f} | "
+            f"{c['core_share']:.0%} | {same} |"
             for c in record["configs"]]
 
 

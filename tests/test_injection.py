@@ -65,7 +65,7 @@ def test_dvc_really_writes_the_value_into_a_command_line(project):
 
 
 @pytest.mark.parametrize("target", [None, f"train@none-finetuned-24-{PAYLOAD}",
-                                    "evaluate@none-finetuned-24-0"])
+                                    "evaluate@none-finetuned-24"])
 def test_repro_stops_at_validate(project, target):
     with_payload(project)
     try:
