@@ -135,9 +135,10 @@ def test_metrics_are_a_few_flat_numbers_per_run_and_version(project):
     assert runs == {f"metrics/runs/{v}/finetuned/n24/seed0.json:acc" for v in versions}
     summary = {c.split(":", 1)[1] for c in cols if c.startswith("metrics/summary.json")}
     # one seed: no intervals, no p-values; the baseline has no difference to itself
-    assert summary == {"n_seeds"} | {f"{v}.finetuned.n24.{k}" for v in versions
-                                     for k in ("acc", "diff") if (v, k) != ("none", "diff")}
-    assert len(cols) == 15
+    assert summary == {"n_seeds", "contrasts.grayscale.finetuned.n24.diff"} | \
+        {f"{v}.finetuned.n24.{k}" for v in versions for k in ("acc", "diff")
+         if (v, k) != ("none", "diff")}
+    assert len(cols) == 16
 
 
 def test_plots_are_data_series_dvc_draws(project):
