@@ -175,7 +175,8 @@ def test_exp_grayscale_off_retrains_only_version_1(project):
     diff = json.loads(sh(project, "dvc", "metrics", "diff", "--json"))
     changed = {f"{f}:{k}" for f, keys in diff.items() for k in keys}
     assert changed, diff
-    assert all(c.startswith(("metrics/runs/version_1/", "metrics/summary.json:version_1."))
+    assert all(c.startswith(("metrics/runs/version_1/", "metrics/summary.json:version_1.",
+                             "metrics/summary.json:contrasts.grayscale."))
                for c in changed), changed
     recipe = json.loads((project / "recipes/version_1.json").read_text())
     assert "grayscale" not in recipe["ops"]
@@ -200,7 +201,7 @@ def test_new_version_trains_only_itself(project):
 def test_plot_setting_retrains_nothing(project):
     set_params(project, {"plots": {"preview_draws": 3}})
     out = sh(project, "dvc", "repro")
-    assert ran(out) == {"plots"}
+    assert ran(out) == {"validate", "plots"}      # validate checks every params change
 
 
 def test_queue_runs_experiments_in_parallel_workers(project):
