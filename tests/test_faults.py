@@ -26,8 +26,8 @@ def snapshot(out: Path) -> dict[str, bytes]:
     """Every output file's bytes (a folder's files, or the file itself); pause markers aside."""
     if out.is_file():
         return {out.name: out.read_bytes()}
-    return {f.name: f.read_bytes() for f in sorted(out.iterdir())
-            if not f.name.endswith(".paused") and ".tmp-" not in f.name}
+    return {f.relative_to(out).as_posix(): f.read_bytes() for f in sorted(out.rglob("*"))
+            if f.is_file() and not f.name.endswith(".paused") and ".tmp-" not in str(f)}
 
 
 def written_tmp(root: Path) -> list[Path]:
