@@ -85,6 +85,23 @@ def _info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+def tar_with(folder: Path, src: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    """An uncompressed tar of `folder`'s contents plus `members` (header, data), members no
+    folder on disk could hold: odd names, links, devices."""
+    with tarfile.open(src, "w") as tf:
+        for child in sorted(folder.iterdir()):
+            tf.add(child, arcname=child.name)
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data else None)
+    return src
+
+
+def _special(kind: bytes, name: str) -> tuple[tarfile.TarInfo, bytes]:
+    info = _info(name, 0)
+    info.type, info.linkname = kind, "/etc/passwd"
+    return info, b""
+
+
 def zip_with_zeros(folder: Path, out: Path, name: str, size: int) -> Path:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for p in sorted(folder.rglob("*")):
@@ -302,18 +319,11 @@ def test_a_zip_member_that_fails_to_inflate_is_named(tmp_path):
 def test_archives_are_never_extracted(tmp_path):
     """What already held: odd names, links and devices inside a tar write and read nothing."""
     folder = small_folder(tmp_path)
-    src = tmp_path / "odd.tar"
-    with tarfile.open(src, "w") as tf:
-        for child in sorted(folder.iterdir()):
-            tf.add(child, arcname=child.name)
-        for name in ("../../escape.png", "/tmp/absolute.png"):
-            tf.addfile(_info(name, 3), io.BytesIO(b"abc"))
-        for kind, name in ((tarfile.SYMTYPE, "train/cat/sym.png"),
-                           (tarfile.LNKTYPE, "train/cat/hard.png"),
-                           (tarfile.CHRTYPE, "train/cat/dev.png")):
-            info = _info(name, 0)
-            info.type, info.linkname = kind, "/etc/passwd"
-            tf.addfile(info)
+    src = tar_with(folder, tmp_path / "odd.tar",
+                   [(_info(name, 3), b"abc") for name in ("../../escape.png", "/tmp/absolute.png")]
+                   + [_special(tarfile.SYMTYPE, "train/cat/sym.png"),
+                      _special(tarfile.LNKTYPE, "train/cat/hard.png"),
+                      _special(tarfile.CHRTYPE, "train/cat/dev.png")])
     record = fetch(str(src), tmp_path / "raw")
     assert record["counts"] == {"train": 12, "test": 6}
     assert not (tmp_path.parent / "escape.png").exists()
@@ -372,12 +382,8 @@ def test_plain_class_names_in_any_script_are_accepted():
 
 def test_a_script_tag_in_an_archive_path_is_refused(tmp_path):
     folder = small_folder(tmp_path)
-    src = tmp_path / "d.tar"
-    with tarfile.open(src, "w") as tf:
-        for child in sorted(folder.iterdir()):
-            tf.add(child, arcname=child.name)
-        tf.addfile(_info("train/</script><script>alert(1)</script>/x.png", 3),
-                   io.BytesIO(b"abc"))
+    src = tar_with(folder, tmp_path / "d.tar",
+                   [(_info("train/</script><script>alert(1)</script>/x.png", 3), b"abc")])
     with pytest.raises(SourceError, match=r"class name '<' is not allowed"):
         fetch(str(src), tmp_path / "raw")
 

@@ -6,17 +6,13 @@ Each case plants a payload that would create a file named PWNED in the project i
 it; DVC writes the value into the train and evaluate command lines as it stands."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import make_image_folder, pack, tiny_params
-from test_pipeline import copy_tracked, env, sh
+from test_pipeline import env, run_queue, sh, tiny_project
 
 pytestmark = pytest.mark.e2e
 
@@ -32,16 +28,7 @@ def fails(cwd: Path, *cmd: str) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("inject")
-    archive = pack(make_image_folder(tmp / "imgs", n_train=12, n_test=5), tmp / "tiny.tar.gz")
-    proj = copy_tracked(tmp / "project")
-    (proj / "dvc.lock").unlink(missing_ok=True)
-    (proj / "params.yaml").write_text(yaml.safe_dump(
-        tiny_params({"data": {"source": str(archive)}}), sort_keys=False))
-    sh(proj, "git", "init", "-q")
-    sh(proj, "git", "add", "-A")
-    sh(proj, "git", "commit", "-qm", "tiny project")
-    return proj
+    return tiny_project(tmp_path_factory.mktemp("inject"), stale=("dvc.lock",))
 
 
 def planted(project: Path) -> list[Path]:
@@ -84,22 +71,7 @@ def test_exp_run_set_param_stops_at_validate(project):
 def test_queued_experiment_stops_at_validate(project):
     sh(project, "dvc", "exp", "run", "--queue", "-n", "evil", "-S",
        f"study.seeds=[0,'{PAYLOAD}']")
-    starter = subprocess.Popen(["dvc", "queue", "start", "-j", "1"], cwd=project, env=env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            status = sh(project, "dvc", "queue", "status")
-            if "Success" in status or "Failed" in status:
-                break
-            time.sleep(3)
-    finally:
-        sh(project, "dvc", "queue", "stop")
-        try:
-            os.killpg(starter.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    status = run_queue(project, workers=1, tasks=1, timeout=300)
     assert "Failed" in status, status
     assert NAMED in sh(project, "dvc", "queue", "logs", "evil")
     assert not planted(project)              # the queue works in copies under .dvc/tmp/exps

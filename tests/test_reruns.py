@@ -13,9 +13,9 @@ import yaml
 
 from augvit.augment import registry
 from augvit.params import AUG_OPS, parse_params
-from conftest import DEFAULT_PARAMS, make_image_folder, pack, tiny_params
+from conftest import DEFAULT_PARAMS, tiny_params
 from stages import recipe as recipe_stage
-from test_pipeline import copy_tracked, ran, sh
+from test_pipeline import ran, sh, tiny_project
 
 
 def edited(ops_dir: Path, module: str) -> None:
@@ -89,21 +89,8 @@ def test_the_recipe_file_records_each_ops_code(tmp_path):
 def project(tmp_path_factory) -> Path:
     """The project copied, the default versions with tiny params, one seed, one epoch, after
     a full `dvc repro`."""
-    tmp = tmp_path_factory.mktemp("reruns")
-    archive = pack(make_image_folder(tmp / "imgs", n_train=12, n_test=5), tmp / "tiny.tar.gz")
-    proj = copy_tracked(tmp / "project")
-    for stale in ("dvc.lock", "metrics", "reports", "recipes", "eval"):
-        target = proj / stale
-        if target.is_file():
-            target.unlink()
-        elif target.is_dir():
-            shutil.rmtree(target)
-    (proj / "params.yaml").write_text(yaml.safe_dump(
-        tiny_params({"data": {"source": str(archive)}, "train": {"epochs": 1}}),
-        sort_keys=False))
-    sh(proj, "git", "init", "-q")
-    sh(proj, "git", "add", "-A")
-    sh(proj, "git", "commit", "-qm", "tiny project")
+    proj = tiny_project(tmp_path_factory.mktemp("reruns"), {"train": {"epochs": 1}},
+                        stale=("dvc.lock", "metrics", "reports", "recipes", "eval"))
     sh(proj, "dvc", "repro")
     return proj
 
