@@ -3,8 +3,8 @@
 Output folder: train.npz, val.npz, test.npz, each `images` uint8 (N, 3, S, S) at the storage
 size S = data.image_size (never upscaled to the model's input size: that happens per batch at
 training time) and `labels` int64 (N,); plus meta.json (classes, counts, skipped files). The
-train split is in a stratified order: every prefix is class-balanced, so a run of train size N
-takes the first N.
+train split is in a stratified order (every prefix is class-balanced); each run draws its own
+seed's subset of it (augvit/data/subsets.py).
 
 Images that are grayscale, RGBA, palette or of another size are converted to RGB and resized;
 16-bit grey is scaled to 8 bits. An image that cannot be decoded is skipped, named in the log
@@ -33,6 +33,7 @@ from tqdm import tqdm
 from augvit.data.archives import IMAGE_FORMATS, image_size, pixels_problem
 from augvit.data.classnames import check_class_names
 from augvit.data.sources import EncodedSplit, Limits, unpack
+from augvit.data.subsets import interleave
 from augvit.io import StageError, atomic_path, load_arrays, load_json, save_arrays, save_json
 from augvit.params import DataParams
 
@@ -177,8 +178,8 @@ def stratified_split(labels: np.ndarray, val_fraction: float,
     """Indices (train, val): per class, a seeded shuffle; val gets round(n_c * val_fraction).
 
     The train indices come in a stratified order: the classes' shuffled indices taken in
-    turn, so that every prefix of it is as balanced as the classes allow. A run with train
-    size N takes the first N (augvit/training.py): a smaller size is a subset of a larger one.
+    turn, so that every prefix of it is as balanced as the classes allow. (Each run then
+    draws its own seed's subset of the train split: augvit/data/subsets.py.)
     """
     rng = np.random.default_rng(seed)
     train_idx, val_idx = [], []
@@ -188,11 +189,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float,
         n_val = int(round(len(idx) * val_fraction))
         val_idx.append(idx[:n_val])
         train_idx.append(idx[n_val:])
-    # rank of each index within its class, then order by (rank, class): round-robin
-    keys = np.concatenate([np.arange(len(t)) for t in train_idx])
-    classes = np.concatenate([np.full(len(t), k) for k, t in enumerate(train_idx)])
-    order = np.lexsort((classes, keys))
-    return np.concatenate(train_idx)[order], np.sort(np.concatenate(val_idx))
+    return interleave(train_idx), np.sort(np.concatenate(val_idx))
 
 
 def prepare(data: DataParams, raw_dir: Path, out_dir: Path) -> dict:

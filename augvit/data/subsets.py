@@ -22,6 +22,12 @@ def stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
         per_class.append(idx)
+    return interleave(per_class)
+
+
+def interleave(per_class: list[np.ndarray]) -> np.ndarray:
+    """The classes' index lists taken in turn (rank within class, then class): every prefix
+    is as class-balanced as the classes allow."""
     ranks = np.concatenate([np.arange(len(t)) for t in per_class])
     classes = np.concatenate([np.full(len(t), k) for k, t in enumerate(per_class)])
     return np.concatenate(per_class)[np.lexsort((classes, ranks))]
