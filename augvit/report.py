@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from augvit.io import load_json
-from augvit.layout import BACKBONE_LABELS, runs
+from augvit.layout import runs
 from augvit.params import Params
 from augvit.stats import (hierarchical_bootstrap, holm, mean_ci, min_detectable_difference,
                           paired_difference, power, replication_probability, seeds_needed,
