@@ -63,17 +63,19 @@ def test_the_seed_notebooks_gpu_preset_runs_end_to_end(tmp_path):
     ViTForImageClassification(ViTConfig(image_size=224, patch_size=16, num_labels=21843)) \
         .save_pretrained(vit)
     proj = new_project(tmp_path, 20, 5)
+    # the control and the grayscale contrast's pair: each version is one more ViT-B/16 to train
     out = sh(proj, "dvc", "exp", "run", "-n", "seed-study",
+             "-S", "study.versions=[none,version_1,version_2]",
              "-S", f"model.pretrained={vit}", "-S", "model.image_size=224",
              "-S", "model.patch_size=16", "-S", "study.backbones=[frozen]",
              "-S", "study.train_sizes=[45]", "-S", "train.epochs=1", "-S", "train.batch_size=8",
              "-S", "train.lr=0.001", "-S", "train.warmup_epochs=0.5")
     trained = {s for s in ran(out) if s.startswith("train@")}
-    assert len(trained) == 5 and all(s.endswith("-frozen-45-0") for s in trained), trained
+    assert trained == {f"train@{v}-frozen-45-0"
+                       for v in ("none", "version_1", "version_2")}, trained
     details = json.loads((proj / "eval/none/frozen/n45/seed0.json").read_text())
     assert details["n_test"] == 15
-    import torch
-    model = read_model(proj / "models/padcrop_flip/frozen/n45/seed0.safetensors")
+    model = read_model(proj / "models/version_1/frozen/n45/seed0.safetensors")
     cfg = model["config"]
     assert cfg["image_size"] == 224 and cfg["freeze_backbone"] is True
     assert cfg["vit_config"]["hidden_size"] == 768 and cfg["vit_config"]["patch_size"] == 16
