@@ -30,7 +30,11 @@ from augvit.augment import build_inputs
 from augvit.io import StageError, atomic_path
 from augvit.params import AUG_TYPES, VERSION_NAME, ModelParams
 
-FORMAT = "augvit-classifier/2"
+FORMAT = "augvit-classifier/3"
+# The header's one metadata entry: format, config and record as one JSON object. safetensors
+# writes a metadata map in an order that varies between processes, so with several entries the
+# same model would get different bytes, and a different md5 in dvc.lock, on every run.
+HEADER_KEY = "augvit"
 SUFFIX = ".safetensors"
 
 
@@ -156,12 +160,12 @@ class ClassifierConfig(BaseModel):
 
 def save_classifier(model: ViTClassifier, path: Path, **record: Any) -> None:
     """The model file: weights as safetensors; format tag, config and `record` (epoch, step,
-    ...) as JSON in its header."""
+    ...) as one JSON entry in its header, keys sorted, so the same model is the same bytes."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": json.dumps(model.config),
-            "record": json.dumps(record)}
+    entry = json.dumps({"format": FORMAT, "config": model.config, "record": record},
+                       sort_keys=True)
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+        save_file(state, str(tmp), metadata={HEADER_KEY: entry})
 
 
 def _rebuild_hint(path: Path) -> str:
@@ -191,12 +195,20 @@ def read_model_file(path: str | Path) -> tuple[ClassifierConfig, dict[str, Any],
                                  + _rebuild_hint(path)) from None
         raise ModelFileError(f"{path}: not a safetensors file ({e}). " + _rebuild_hint(path)) \
             from None
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a model file of this project (format "
-                             f"{meta.get('format')!r}, expected {FORMAT!r}). " + _rebuild_hint(path))
     try:
-        config = ClassifierConfig.model_validate_json(meta.get("config", ""))
-        record = json.loads(meta.get("record", "{}"))
+        header = json.loads(meta[HEADER_KEY]) if HEADER_KEY in meta else {}
+    except ValueError:
+        header = None
+    fmt = header.get("format") if isinstance(header, dict) else None
+    if fmt != FORMAT:
+        found = fmt if fmt is not None else meta.get("format")
+        raise ModelFileError(f"{path}: not a model file of this project (format {found!r}, "
+                             f"expected {FORMAT!r}). " + _rebuild_hint(path))
+    try:
+        config = ClassifierConfig.model_validate_json(json.dumps(header.get("config")))
+        record = header.get("record", {})
+        if not isinstance(record, dict):
+            raise ValueError(f"record: got {type(record).__name__}; expected a mapping")
     except (ValidationError, ValueError) as e:
         first = str(e).splitlines()[:3]
         raise ModelFileError(f"{path}: its config is not valid ({' '.join(first)}). "

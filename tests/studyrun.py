@@ -21,8 +21,7 @@ from test_pipeline import copy_tracked, env, sh
 
 VERSIONS = ["none", "version_0"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-# What a study's results are: every file under these (models compared by their tensors and
-# metadata: safetensors writes its metadata keys in an order that varies between processes).
+# What a study's results are: every file under these, byte for byte.
 RESULTS = ("models", "dvclive", "metrics", "eval", "reports", "plots")
 
 _made: dict[str, Path] = {}
@@ -87,24 +86,15 @@ def reference(tmp_path_factory) -> Path:
 
 
 def results(project: Path) -> dict[str, object]:
-    """Every result file of a study: relative path -> its content (a model: its tensors and
-    its parsed metadata). DVC's .gitignore files are left out (their line order is the order
-    in which DVC recorded the runs), and so are the markers of the tests' pause before a
-    rename (AUGSTUDY_PAUSE_BEFORE_RENAME)."""
-    from safetensors import safe_open
+    """Every result file of a study: relative path -> its bytes. DVC's .gitignore files are
+    left out (their line order is the order in which DVC recorded the runs), and so are the
+    markers of the tests' pause before a rename (AUGSTUDY_PAUSE_BEFORE_RENAME)."""
     out: dict[str, object] = {}
     for root in RESULTS:
         for f in sorted((project / root).rglob("*")):
             if not f.is_file() or f.name == ".gitignore" or f.suffix == ".paused":
                 continue
-            key = str(f.relative_to(project))
-            if f.suffix == ".safetensors":
-                with safe_open(str(f), "pt") as m:
-                    out[key] = ({k: json.loads(v) if v.startswith(("{", "[")) else v
-                                 for k, v in (m.metadata() or {}).items()},
-                                {k: m.get_tensor(k).numpy().tobytes() for k in m.keys()})
-            else:
-                out[key] = f.read_bytes()
+            out[str(f.relative_to(project))] = f.read_bytes()
     return out
 
 
