@@ -355,6 +355,36 @@ def test_a_link_to_a_file_inside_the_folder_is_read_as_that_file(tmp_path):
     assert record["counts"] == {"train": 13, "test": 6}
 
 
+def parquet_split(path: Path, n: int, seed: int) -> None:
+    """A hub-style split (Image + ClassLabel, images embedded) written by `datasets` itself."""
+    import datasets
+    features = datasets.Features({"img": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=["cat", "dog"])})
+    rng = np.random.default_rng(seed)
+    imgs = [Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(n)]
+    datasets.Dataset.from_dict({"img": imgs, "label": [k % 2 for k in range(n)]},
+                               features=features).to_parquet(str(path))
+
+
+def test_a_parquet_folders_link_out_of_it_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """A local copy of a hub dataset is a folder too: its train split linked to a parquet file
+    elsewhere would put that file's images into data/raw (and the DVC cache)."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    (tmp_path / "hub").mkdir()
+    parquet_split(tmp_path / "elsewhere.parquet", 4, 1)
+    parquet_split(tmp_path / "hub" / "test.parquet", 2, 2)
+    (tmp_path / "hub" / "train.parquet").symlink_to(tmp_path / "elsewhere.parquet")
+    with pytest.raises(SourceError, match=r"'train.parquet' is a link to .*elsewhere.parquet'; "
+                                          r"links out of the data folder"):
+        fetch(str(tmp_path / "hub"), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+    # the same folder with the file itself in it is read
+    (tmp_path / "hub" / "train.parquet").unlink()
+    parquet_split(tmp_path / "hub" / "train.parquet", 4, 1)
+    assert fetch(str(tmp_path / "hub"), tmp_path / "raw")["counts"] == {"train": 4, "test": 2}
+
+
 def test_a_pipe_named_like_an_image_is_refused_not_waited_on(tmp_path):
     folder = small_folder(tmp_path)
     os.mkfifo(folder / "train" / "cat" / "pipe.png")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from augvit.data.archives import iter_members
 from augvit.data.sources import (SPLITS, Limits, SourceError, SourceUnavailable,
                                  content_checksum, file_sha256, is_local, pack, read_hub,
                                  read_local)
@@ -51,7 +52,11 @@ def read_source(source: str, limits: Limits) -> tuple[dict, dict, list[str]]:
     path = local_path(source) if is_local(source) else Path(source)
     if is_local(source) and path.is_dir() and not (path / "train").is_dir() \
             and next(path.rglob("*.parquet"), None) is not None:
-        splits, classes = read_hub(str(path), limits)   # a local copy of a hub dataset (parquet)
+        # A local copy of a hub dataset (parquet): its links are checked as an image folder's
+        # are (iter_members refuses a link out of the folder), before `datasets` reads it.
+        for _ in iter_members(path):
+            pass
+        splits, classes = read_hub(str(path), limits)
         record["kind"] = "huggingface-local"
     elif is_local(source):
         splits, classes = read_local(path, limits)
