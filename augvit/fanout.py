@@ -44,7 +44,7 @@ from pathlib import Path
 
 from augvit.io import StageError
 from augvit.layout import runs
-from augvit.params import load_params
+from augvit.params import Params, load_params
 
 LOG_DIR = Path(".dvc/tmp/fanout")       # one log per training; DVC and git ignore .dvc/tmp
 RWLOCK = Path(".dvc/tmp/rwlock")         # DVC's table of the paths its processes read/write
@@ -56,9 +56,10 @@ class FanoutError(StageError):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Slot:
-    """One place a training runs: its name, its environment and (CPU) its cores."""
+    """One place a training runs: its name, its environment and (CPU) its cores. Each slot is
+    its own place: slots compare and hash by identity (the running table is keyed by them)."""
     name: str
     env: dict[str, str]
     cpus: tuple[int, ...] = ()
@@ -160,10 +161,10 @@ def parse_slice(text: str) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
-def run_stages(params_path: Path, part: tuple[int, int] | None) -> list[str]:
+def run_stages(params: Params, part: tuple[int, int] | None) -> list[str]:
     """The study's `train@` stages, largest train size first (a stable sort: params order
     within a size), then every N-th from the I-th when `part` is (I, N)."""
-    study = sorted(runs(load_params(params_path)), key=lambda r: -r.size)
+    study = sorted(runs(params), key=lambda r: -r.size)
     stages = [f"train@{r.stage_suffix}" for r in study]
     return stages[part[0]::part[1]] if part else stages
 
@@ -257,7 +258,7 @@ class Workers:
 
     def __init__(self, slots: list[Slot], pull: bool, log_dir: Path):
         self.slots, self.pull, self.log_dir = slots, pull, log_dir
-        self.running: dict[str, tuple[subprocess.Popen, str, float, Path]] = {}
+        self.running: dict[Slot, tuple[subprocess.Popen, str, float, Path]] = {}
         self.stopping = False
 
     def start(self, slot: Slot, stage: str) -> None:
@@ -270,7 +271,7 @@ class Workers:
                                  stderr=subprocess.STDOUT, process_group=0)
         if slot.cpus:
             os.sched_setaffinity(p.pid, slot.cpus)  # before DVC starts the stage: inherited
-        self.running[slot.name] = (p, stage, time.perf_counter(), log)
+        self.running[slot] = (p, stage, time.perf_counter(), log)
         print(f"fanout: [{slot.name}] {stage} started (log: {log})", flush=True)
 
     def signal_all(self, sig: int) -> None:
@@ -288,20 +289,22 @@ class Workers:
             while queue and free and not self.stopping:
                 self.start(free.pop(0), queue.popleft())
             time.sleep(0.2)
-            for name, (p, stage, t0, log) in list(self.running.items()):
+            for slot, (p, stage, t0, log) in list(self.running.items()):
                 if p.poll() is None:
                     continue
-                del self.running[name]
-                free.append(next(s for s in self.slots if s.name == name))
-                trained = f"Running stage '{stage}'" in log.read_text(errors="replace")
-                r = Result(stage, name, p.returncode, time.perf_counter() - t0, trained, log)
+                del self.running[slot]
+                free.append(slot)
+                text = log.read_text(errors="replace")
+                trained = f"Running stage '{stage}'" in text
+                r = Result(stage, slot.name, p.returncode, time.perf_counter() - t0, trained,
+                           log)
                 results.append(r)
                 what = "trained" if trained else "up to date / restored"
-                print(f"fanout: [{name}] {stage} {what if r.code == 0 else 'FAILED'} "
+                print(f"fanout: [{slot.name}] {stage} {what if r.code == 0 else 'FAILED'} "
                       f"in {r.seconds:.0f}s", flush=True)
                 if r.code:
                     self.stopping = True          # let the others finish; start no more
-                    tail = log.read_text(errors="replace").splitlines()[-15:]
+                    tail = text.splitlines()[-15:]
                     print("\n".join(f"    {line}" for line in tail), flush=True)
             if self.stopping and not self.running:
                 break
@@ -314,7 +317,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if not Path("dvc.yaml").is_file():
         raise FanoutError(f"no dvc.yaml in {Path.cwd()}: run this from the project's root")
     params = load_params(args.params)
-    stages = run_stages(args.params, args.slice)
+    stages = run_stages(params, args.slice)
     shared, missing = dvc_graph(Path.cwd(), stages)
     if missing:
         raise FanoutError(f"dvc.yaml has no stage {missing[0]} (of {len(missing)}) that "

@@ -15,6 +15,7 @@ import yaml
 
 from augvit.fanout import FanoutError, cpu_slots, gpu_slots, parse_slice, run_stages, \
     visible_gpus
+from augvit.params import load_params
 from conftest import ROOT
 from studyrun import (ONE_THREAD, assert_same_study, clone, dvc_status, kill_session,
                       lock_stages, pipeline_stages, reference, study_params)
@@ -56,11 +57,11 @@ def test_slices_are_disjoint_cover_the_study_and_start_with_the_largest_size(tmp
     params["study"].update(seeds=[0, 1, 2], train_sizes=[24, 48])
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    every = run_stages(path, None)
+    every = run_stages(load_params(path), None)
     assert all(s.startswith("train@") for s in every) and len(every) == len(set(every))
     sizes = [int(s.rsplit("-", 2)[1]) for s in every]
     assert sizes == sorted(sizes, reverse=True)
-    parts = [run_stages(path, (i, 4)) for i in range(4)]
+    parts = [run_stages(load_params(path), (i, 4)) for i in range(4)]
     assert sorted(s for p in parts for s in p) == sorted(every)
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
