@@ -16,10 +16,11 @@ from pathlib import Path
 
 import yaml
 
-from conftest import TINY, make_image_folder, merged, pack
-from test_pipeline import copy_tracked, env, sh
+from conftest import tiny_params
+from test_pipeline import env, sh, tiny_project
 
 VERSIONS = ["none", "version_0"]
+STUDY = {"study": {"seeds": [0, 1], "versions": VERSIONS, "baseline": VERSIONS[0]}}
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 # What a study's results are: every file under these, byte for byte.
 RESULTS = ("models", "dvclive", "metrics", "eval", "reports", "plots")
@@ -30,37 +31,15 @@ _made: dict[str, Path] = {}
 def origin(tmp_path_factory) -> Path:
     """The tiny study's project, committed, with no results (made once per session)."""
     if "origin" not in _made:
-        tmp = tmp_path_factory.mktemp("study")
-        archive = pack(make_image_folder(tmp / "imgs", n_train=12, n_test=5), tmp / "tiny.tgz")
-        proj = copy_tracked(tmp / "origin")
-        for stale in ("dvc.lock", *RESULTS, "recipes", ".dvc/config.local"):
-            target = proj / stale
-            if target.is_file():
-                target.unlink()
-            elif target.is_dir():
-                subprocess.run(["rm", "-rf", str(target)], check=True)
-        (proj / "params.yaml").write_text(yaml.safe_dump(
-            study_params(proj / "params.yaml", archive), sort_keys=False))
-        sh(proj, "git", "init", "-q")
-        sh(proj, "git", "add", "-A")
-        sh(proj, "git", "commit", "-qm", "tiny study")
-        _made["origin"] = proj
+        _made["origin"] = tiny_project(tmp_path_factory.mktemp("study"), STUDY,
+                                       stale=("dvc.lock", *RESULTS, "recipes",
+                                              ".dvc/config.local"))
     return _made["origin"]
 
 
-def study_params(path: Path, archive: Path) -> dict:
-    """The project's own params.yaml (the copy's code reads it) with the tiny settings and
-    the tiny study's axes."""
-    p = merged(yaml.safe_load(path.read_text()), TINY, {"data": {"source": str(archive)}})
-    study = p["study"]
-    study.update(seeds=[0, 1], baseline=VERSIONS[0])
-    if "versions" in study:                    # the versions the study runs, by name
-        study["versions"] = VERSIONS
-    if "contrasts" in study:                   # comparisons between the left-out versions
-        study["contrasts"] = {}
-    else:
-        p["versions"] = {v: p["versions"][v] for v in VERSIONS}
-    return p
+def study_params(archive: Path) -> dict:
+    """The project's params.yaml with the tiny settings and the tiny study's axes."""
+    return tiny_params({"data": {"source": str(archive)}}, STUDY)
 
 
 def clone(tmp_path_factory, name: str) -> Path:

@@ -26,7 +26,8 @@ from urllib.parse import unquote
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import DEFAULT_PARAMS, ROOT
+
 THIS = Path(__file__).resolve().relative_to(ROOT).as_posix()
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 README_MAX_LINES = 220
@@ -447,12 +448,8 @@ def test_a_stale_performance_figure_is_caught():
 
 # ------------------------------------------------------------------ results and generated text
 
-def default_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-
-
 def test_the_defaults_docs_state_in_prose_are_params_yamls():
-    p, text = default_params(), (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    p, text = DEFAULT_PARAMS, (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
     m = re.search(r"on \*\*([\d,]+) training images for (\d+) epochs at batch (\d+)\*\*", text)
     assert m, "docs/results.md no longer states the default regime as the test expects"
     assert [int(m[1].replace(",", "")), int(m[2]), int(m[3])] == \
@@ -504,7 +501,7 @@ def knob_problems(text: str, params: dict) -> list[str]:
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_knob_tables_state_params_yamls_defaults(page):
-    problems = knob_problems(page.read_text(encoding="utf-8"), default_params())
+    problems = knob_problems(page.read_text(encoding="utf-8"), DEFAULT_PARAMS)
     assert not problems, f"{page.relative_to(ROOT)}: " + "; ".join(problems)
 
 
@@ -635,7 +632,7 @@ def test_every_experiment_command_the_docs_give_is_valid_today(page):
     """Each `dvc exp run -S ...` in a code block yields params the validator accepts (commands
     with shell variables or placeholders are skipped)."""
     from augvit.params import ParamsError, parse_params
-    base, problems = default_params(), []
+    base, problems = DEFAULT_PARAMS, []
     for line, command in code_commands(page.read_text(encoding="utf-8")):
         if re.search(r"\$|\.\.\.|…|<[a-z]|PATH|NAME", command):
             continue

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from augvit.fanout import FanoutError, cpu_slots, gpu_slots, parse_slice, run_stages, \
-    visible_gpus
+from augvit.fanout import (RWLOCK, FanoutError, cpu_slots, gpu_slots, parse_slice,
+                           run_stages, visible_gpus)
 from augvit.params import load_params
 from conftest import ROOT
 from studyrun import (ONE_THREAD, assert_same_study, clone, dvc_status, kill_session,
@@ -25,8 +25,7 @@ from test_pipeline import env
 def test_cpu_slots_pin_their_own_cores_and_threads():
     two = cpu_slots(2, 1, [0, 1])
     assert [s.cpus for s in two] == [(0,), (1,)]
-    assert all(s.env == {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
-                         "MKL_NUM_THREADS": "1"} for s in two)
+    assert all(s.env == ONE_THREAD for s in two)
     (one,) = cpu_slots(1, None, [0, 1])                   # default: every core, one slot
     assert one.cpus == (0, 1) and one.env["OMP_NUM_THREADS"] == "2"
     over = cpu_slots(3, 1, [0, 1])                        # more threads than cores: not pinned
@@ -53,15 +52,16 @@ def test_visible_gpus_follow_the_schedulers_allocation(monkeypatch):
 
 
 def test_slices_are_disjoint_cover_the_study_and_start_with_the_largest_size(tmp_path):
-    params = study_params(ROOT / "params.yaml", tmp_path / "data.tgz")
+    params = study_params(tmp_path / "data.tgz")
     params["study"].update(seeds=[0, 1, 2], train_sizes=[24, 48])
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    every = run_stages(load_params(path), None)
+    params = load_params(path)
+    every = run_stages(params, None)
     assert all(s.startswith("train@") for s in every) and len(every) == len(set(every))
     sizes = [int(s.rsplit("-", 2)[1]) for s in every]
     assert sizes == sorted(sizes, reverse=True)
-    parts = [run_stages(load_params(path), (i, 4)) for i in range(4)]
+    parts = [run_stages(params, (i, 4)) for i in range(4)]
     assert sorted(s for p in parts for s in p) == sorted(every)
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
@@ -81,7 +81,7 @@ def fanout(project: Path, *args: str, **extra_env: str) -> subprocess.Popen:
 def training_locks(project: Path) -> int:
     """How many trainings DVC has locked to run (their outputs' write locks)."""
     try:
-        locks = json.loads((project / ".dvc" / "tmp" / "rwlock").read_text())
+        locks = json.loads((project / RWLOCK).read_text())
     except (OSError, ValueError):
         return 0
     return sum(path.endswith(".safetensors") for path in locks.get("write", {}))
@@ -131,7 +131,8 @@ def test_fanout_killed_resumes_and_equals_one_run_after_another(tmp_path_factory
 def test_one_thread_per_slot_reaches_torch():
     """A CPU slot's environment sets torch's thread count: nothing in the project sets it."""
     code = "import torch; print(torch.get_num_threads())"
-    out = subprocess.run([sys.executable, "-c", code], env={**env(), **ONE_THREAD},
+    (slot,) = cpu_slots(1, 1, [0])
+    out = subprocess.run([sys.executable, "-c", code], env={**env(), **slot.env},
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "1"
 

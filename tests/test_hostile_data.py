@@ -72,11 +72,7 @@ def small_folder(tmp_path: Path, **kw) -> Path:
 
 def tar_gz_with_zeros(folder: Path, out: Path, name: str, size: int) -> Path:
     """folder's images, then a member `name` of `size` zero bytes (~size/1000 on disk)."""
-    with tarfile.open(out, "w:gz") as tf:
-        for child in sorted(folder.iterdir()):
-            tf.add(child, arcname=child.name)
-        tf.addfile(_info(name, size), Zeros(size))
-    return out
+    return tar_with(folder, out, [(_info(name, size), Zeros(size))])
 
 
 def _info(name: str, size: int) -> tarfile.TarInfo:
@@ -85,15 +81,17 @@ def _info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def tar_with(folder: Path, src: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
-    """An uncompressed tar of `folder`'s contents plus `members` (header, data), members no
-    folder on disk could hold: odd names, links, devices."""
-    with tarfile.open(src, "w") as tf:
+def tar_with(folder: Path, out: Path, members: list[tuple[tarfile.TarInfo, bytes | Zeros]]
+             ) -> Path:
+    """A tar (gzipped when `out` ends in .gz) of `folder`'s contents plus `members` (header,
+    data), members no folder on disk could hold: odd names, streamed zeros, links, devices."""
+    with tarfile.open(out, "w:gz" if out.name.endswith(".gz") else "w") as tf:
         for child in sorted(folder.iterdir()):
             tf.add(child, arcname=child.name)
         for info, data in members:
-            tf.addfile(info, io.BytesIO(data) if data else None)
-    return src
+            tf.addfile(info, (io.BytesIO(data) if isinstance(data, bytes) else data)
+                       if info.size else None)
+    return out
 
 
 def _special(kind: bytes, name: str) -> tuple[tarfile.TarInfo, bytes]:

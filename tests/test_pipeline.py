@@ -65,10 +65,13 @@ def copy_tracked(dst: Path) -> Path:
 
 
 def tiny_project(tmp: Path, *updates: dict,
-                 stale: tuple[str, ...] = ("dvc.lock", "metrics", "reports")) -> Path:
+                 stale: tuple[str, ...] = ("dvc.lock", "metrics", "reports"),
+                 n_train: int = 12) -> Path:
     """The project as a clone has it, in tmp/project: tiny params (then `updates`) on a tiny
-    generated archive, the committed results in `stale` removed, as a git commit of its own."""
-    archive = pack(make_image_folder(tmp / "imgs", n_train=12, n_test=5), tmp / "tiny.tar.gz")
+    generated archive (`n_train` train and 5 test images per class), the committed results in
+    `stale` removed, as a git commit of its own."""
+    archive = pack(make_image_folder(tmp / "imgs", n_train=n_train, n_test=5),
+                   tmp / "tiny.tar.gz")
     proj = copy_tracked(tmp / "project")
     for name in stale:
         target = proj / name
@@ -286,23 +289,11 @@ def test_dvc_repro_killed_mid_training_resumes(tmp_path):
     """`dvc repro` killed (the whole process group, as Ctrl-C in a terminal would reach it, but
     with SIGKILL) once a run's epoch checkpoint holds epoch 2 of 6: the next `dvc repro` resumes
     that run after the checkpointed epoch, and the model equals a fresh, uninterrupted run's."""
-    import shutil
-    import signal
-
-    import torch
     from stagerun import checkpoint_epochs
 
-    archive = pack(make_image_folder(tmp_path / "imgs", n_train=40, n_test=5), tmp_path / "t.tgz")
-    proj = copy_tracked(tmp_path / "project")
-    for stale in ("dvc.lock", "metrics", "reports"):
-        shutil.rmtree(proj / stale, ignore_errors=True) if (proj / stale).is_dir() else \
-            (proj / stale).unlink(missing_ok=True)
-    (proj / "params.yaml").write_text(yaml.safe_dump(tiny_params(
-        {"data": {"source": str(archive)}, "train": {"epochs": 6}, "study": {"train_sizes": [90]},
-         "model": {"hidden_size": 96, "num_layers": 3, "num_heads": 3}}), sort_keys=False))
-    sh(proj, "git", "init", "-q")
-    sh(proj, "git", "add", "-A")
-    sh(proj, "git", "commit", "-qm", "tiny project")  # DVCLive fails in a repo without commits
+    proj = tiny_project(tmp_path, {"train": {"epochs": 6}, "study": {"train_sizes": [90]},
+                                   "model": {"hidden_size": 96, "num_layers": 3,
+                                             "num_heads": 3}}, n_train=40)
     stage = "train@version_0-finetuned-90-0"
     ckpt = proj / ".resume/version_0/finetuned/n90/seed0/last.ckpt"
     p = subprocess.Popen(["dvc", "repro", stage], cwd=proj, env=env(), start_new_session=True,
