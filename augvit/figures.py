@@ -92,7 +92,7 @@ def plot_curves(p: Params, live: Path, out: Path) -> None:
 def plot_comparison(analysis: dict, out: Path) -> None:
     """Left: test accuracy per group with its 95% CI. Right: every comparison of the family
     (each version minus the baseline, then each named contrast), paired by seed, with its 95%
-    CI; filled markers are the ones the verdict rules call "helps" or "hurts"."""
+    repeated interval; filled markers are the ones whose verdict says "helps" or "hurts"."""
     rows, comps = list(analysis["groups"].values()), analysis["comparisons"]
     many = len({(r["backbone"], r["train_size"]) for r in rows}) > 1
     fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.1 * (len(rows) + len(comps)) + 2), 4.4),
@@ -102,9 +102,10 @@ def plot_comparison(analysis: dict, out: Path) -> None:
         return f"\n{BACKBONE_LABELS[x['backbone']]}, n={x['train_size']}" if many else ""
 
     items = [(axes[0], g["test_acc"], g["version"] + where(g), True) for g in rows] + \
-        [(axes[1], c["diff"], (c["name"].replace(" - ", " −\n") if c["kind"] == "baseline"
-                               else f"{c['name']}:\n{c['a']} − {c['b']}") + where(c),
-          c["verdict"]["verdict"] in ("helps", "hurts")) for c in comps]
+        [(axes[1], {"mean": c["diff"]["mean"], "ci95": c["diff"].get("interval")},
+          (c["name"].replace(" - ", " −\n") if c["kind"] == "baseline"
+           else f"{c['name']}:\n{c['a']} − {c['b']}") + where(c),
+          c["verdict"].startswith(("helps", "hurts"))) for c in comps]
     ticks: dict = {axes[0]: [], axes[1]: []}
     for ax, c, label, filled in items:
         k, mean = len(ticks[ax]), 100 * c["mean"]
@@ -123,7 +124,7 @@ def plot_comparison(analysis: dict, out: Path) -> None:
     for sign in (-1, 1):
         axes[1].axhline(sign * 100 * analysis["target"], color="grey", lw=0.8, ls=":")
     axes[1].set_ylabel("difference (pp)")
-    axes[1].set_title("Paired differences, 95% CI (filled: helps / hurts;\n"
+    axes[1].set_title("Paired differences, 95% repeated interval (filled: helps / hurts;\n"
                       "dotted: the target difference)", fontsize=10)
     fig.tight_layout()
     _save(fig, out)
@@ -147,7 +148,7 @@ def plot_size_effect(rows: list[dict], baseline: str, out: Path) -> None:
         line = ax.errorbar(x, y, yerr=None if np.isnan(err).all() else err, marker="o",
                            capsize=4, label=name)
         for xi, yi, r in zip(x, y, pts):
-            if r["verdict"] not in ("helps", "hurts"):
+            if not r["verdict"].startswith(("helps", "hurts")):
                 ax.plot(xi, yi, "o", color="white", markeredgecolor=line[0].get_color(),
                         zorder=3)
     ax.axhline(0, color="grey", lw=1)
@@ -156,8 +157,8 @@ def plot_size_effect(rows: list[dict], baseline: str, out: Path) -> None:
     ax.minorticks_off()
     ax.set_xlabel("train images (log scale)")
     ax.set_ylabel(f"test accuracy minus {baseline} (pp)")
-    ax.set_title("What each version adds over the control, by data size\n(paired 95% CI; "
-                 "filled: helps / hurts by the report's rules)", fontsize=10)
+    ax.set_title("What each version adds over the control, by data size\n(95% repeated "
+                 "interval; filled: helps / hurts by the report's rules)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -1,9 +1,10 @@
 """reports/comparison.md: the analysis (augvit/report.py) as a report a person reads.
 
-The primary analysis is stated first, before any result: what is compared, by which test, over
-which family, and the rules that turn numbers into words. Then the reading (the verdicts, in
-plain words, between markers the README quotes), the tables, the power of each comparison,
-the seed-and-image interval, and where the runs were trained.
+The design and the rule that turns intervals into verdicts are stated first, before any
+result. Then the reading (the verdicts, in plain words, between markers the README quotes, and
+for an undecided comparison the seeds, the command and the minutes that would decide it), the
+tables, every look's interval, the split of the noise between seeds and test images, and where
+the runs were trained.
 """
 from __future__ import annotations
 
@@ -31,53 +32,95 @@ def _where(c: dict, many: bool) -> str:
     return f" ({BACKBONE_LABELS[c['backbone']]}, {c['train_size']} images)" if many else ""
 
 
+SPENDING_WORDS = {"obrien_fleming": "O'Brien-Fleming type", "pocock": "Pocock type"}
+
+
+def verdict_words(v: str, target: float) -> str:
+    """A verdict with the target written in points: "helps by at least 1.00 pp"."""
+    return v.replace("the target", f"{100 * target:.2f} pp")
+
+
+def _interval(x: list[float] | None) -> str:
+    return "n/a" if not x else f"[{100 * x[0]:+.2f}, {100 * x[1]:+.2f}]"
+
+
 def primary_analysis(a: dict, n_test: int | None) -> list[str]:
-    t, alpha = 100 * a["target"], a["alpha"]
+    t, alpha, d = 100 * a["target"], a["alpha"], a["design"]
     images = f"all {n_test:,} test images" if n_test else "the test set"
+    looks = ", ".join(map(str, d["looks"]))
     return [
-        "## Primary analysis", "",
+        "## Design and decision rule", "",
         f"Fixed before the results. The outcome is each run's accuracy on {images}. Each "
-        f"version is compared with `{a['baseline']}`, and each named contrast a - b is "
-        "compared too, as the mean of per-seed differences (one seed: the same training "
-        "subset, initialization and data order for every version), by a two-sided paired "
-        f"t-test across seeds, Holm-adjusted over the family of all {a['family_size']} "
-        f"comparisons at alpha = {alpha}. The target, the smallest difference worth finding, "
-        f"is {t:.2f} points (study.target_difference). Verdicts:", "",
-        f"- **helps** / **hurts**: Holm-adjusted p <= {alpha} and at least 80% power to detect "
-        f"±{t:.2f} points (power of the paired t-test at the Bonferroni level alpha/m, from the "
-        "observed spread of the per-seed differences);",
-        f"- **no difference at this resolution**: at least 80% power, and the simultaneous "
-        f"{1 - alpha:.0%} interval lies within ±{t:.2f} points;",
-        "- **cannot tell**: anything else. A significant result without the power is one of "
-        "these: at low power a p-value just under the level replicates about half the time.",
-        "", "Secondary: the interval that counts test images as well as seeds, in "
-        "[Seeds and test images](#seeds-and-test-images).", ""]
+        f"version is compared with `{a['baseline']}`, and each named contrast a - b too, as "
+        "the mean of per-seed differences (one seed: the same training subset, "
+        "initialization and data order for every version). The study is read at planned "
+        f"looks of {looks} seeds (study.looks; this report is the look at {d['n']}); "
+        f"the error rate alpha = {alpha} is spent over the looks by a Lan-DeMets "
+        f"{SPENDING_WORDS[d['spending']]} spending function and split equally over the "
+        f"family's {a['family_size']} comparisons (Bonferroni, {d['level_per_comparison']:.4f} "
+        "each). Each comparison's repeated confidence interval (paired t, at the look's "
+        "nominal level) covers its true difference at every look at once with probability "
+        f"at least {1 - alpha:.0%} for the whole family, so adding seeds after a look keeps "
+        f"the error rate. The adjusted p is the family level at which the interval would "
+        f"just exclude 0. The target, the smallest difference worth finding, is {t:.2f} "
+        "points (study.target_difference). Verdicts, read off the interval:", "",
+        f"- **helps by at least {t:.2f} pp** / **hurts by at least {t:.2f} pp**: the interval "
+        f"lies wholly beyond +{t:.2f} / -{t:.2f} pp;",
+        f"- **equivalent within {t:.2f} pp**: the interval lies wholly inside ±{t:.2f} pp "
+        "(two one-sided tests);",
+        "- **helps** / **hurts**: the interval excludes 0 but not the target: the sign is "
+        "known, the size against the target not yet;",
+        "- **not decided yet**: anything else; the report says what would decide it.", ""]
+
+
+def _next_step(c: dict, a: dict) -> str:
+    """What would decide an undecided comparison: seeds, the command, the minutes."""
+    plan, d = c.get("plan"), a["design"]
+    if not plan:
+        return ""
+    if plan["seeds"] is None:
+        return (f" Even at the design's last look ({plan['last_look']} seeds) the planning "
+                f"estimate gives it only a {plan['probability']:.0%} chance to be decided.")
+    more = plan["seeds"] - d["n"]
+    seeds = d["seeds"] + [max(d["seeds"]) + 1 + k for k in range(more)]
+    runs = more * a["runs_per_seed"]
+    rs = a.get("run_seconds")
+    cost = (f", {runs} more runs: about {runs * rs['mean'] / 60:.0f} min of training at the "
+            f"{rs['mean']:.0f} s a run measured here" if rs else f", {runs} more runs")
+    return (f" {more} more seeds (a look at {plan['seeds']}) give a {plan['probability']:.0%} "
+            f"chance to decide it{cost}: `dvc exp run -S 'study.seeds=["
+            + ",".join(map(str, seeds)) + "]'` (trains only the new seeds).")
 
 
 def reading(a: dict) -> list[str]:
     many = len({(c["backbone"], c["train_size"]) for c in a["comparisons"]}) > 1
     lines = ["## Reading", "", READING_START]
     for c in a["comparisons"]:
-        v = c["verdict"]
-        lines.append(f"- **{c['name']}{_where(c, many)}: {v['verdict']}.** {v['reason']}")
+        d = c["diff"]
+        p = "" if d.get("p_adjusted") is None else f", adjusted p = {_p(d['p_adjusted'])}"
+        lines.append(f"- **{c['name']}{_where(c, many)}: "
+                     f"{verdict_words(c['verdict'], a['target'])}.** {100 * d['mean']:+.2f} pp, "
+                     f"{1 - a['alpha']:.0%} repeated interval {_interval(d.get('interval'))} pp "
+                     f"with {d['n']} seeds{p}." + _next_step(c, a))
     return lines + [READING_END, ""]
 
 
 def accuracy_table(a: dict) -> list[str]:
     base = a["baseline"]
     lines = ["## Test accuracy (%)", "",
-             f"Mean over seeds and 95% CI of the mean (Student's t); difference to {base} "
-             "(pp), its paired 95% CI, p and Holm-adjusted p.", "",
+             f"Mean over seeds and its 95% CI (Student's t, this group alone); difference to "
+             f"{base} (pp) with its repeated interval, adjusted p and verdict.", "",
              f"| version | backbone | train images | n | test acc | 95% CI | test loss "
-             f"| diff vs {base} (pp) | 95% CI of diff | p | p (Holm) | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    verdicts = {(c["a"], c["backbone"], c["train_size"]): c["verdict"]["verdict"]
+             f"| diff vs {base} (pp) | repeated interval | adjusted p | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    verdicts = {(c["a"], c["backbone"], c["train_size"]): c["verdict"]
                 for c in a["comparisons"] if c["kind"] == "baseline"}
     for g in a["groups"].values():
         acc, d = g["test_acc"], g.get("acc_diff_vs_baseline")
-        diff = ("(baseline)", "", "", "", "") if d is None else (
-            f"{100 * d['mean']:+.2f}", _ci(d), _p(d["p_value"]), _p(d["p_holm"]),
-            verdicts[(g["version"], g["backbone"], g["train_size"])])
+        diff = ("(baseline)", "", "", "") if d is None else (
+            f"{100 * d['mean']:+.2f}", _interval(d.get("interval")), _p(d.get("p_adjusted")),
+            verdict_words(verdicts[(g["version"], g["backbone"], g["train_size"])],
+                          a["target"]))
         loss = f"{g['test_loss']['mean']:.4f}" if "test_loss" in g else "n/a"
         lines.append(f"| {g['version']} | {BACKBONE_LABELS[g['backbone']]} | "
                      f"{g['train_size']} | {acc['n']} | {_pct(acc['mean'])} | {_ci(acc)} | "
@@ -90,38 +133,40 @@ def contrast_table(a: dict) -> list[str]:
     if not rows:
         return []
     lines = ["## Contrasts", "", "Named in study.contrasts: a minus b, paired by seed, in the "
-             "same Holm family.", "",
-             "| contrast | a - b | backbone | train images | diff (pp) | 95% CI | p | p (Holm) "
-             "| verdict |", "|---|---|---|---|---|---|---|---|---|"]
+             "same family.", "",
+             "| contrast | a - b | backbone | train images | diff (pp) | repeated interval "
+             "| adjusted p | verdict |", "|---|---|---|---|---|---|---|---|"]
     for c in rows:
         d = c["diff"]
         lines.append(f"| {c['name']} | {c['a']} - {c['b']} | {BACKBONE_LABELS[c['backbone']]} "
-                     f"| {c['train_size']} | {100 * d['mean']:+.2f} | {_ci(d)} | "
-                     f"{_p(d['p_value'])} | {_p(d['p_holm'])} | {c['verdict']['verdict']} |")
+                     f"| {c['train_size']} | {100 * d['mean']:+.2f} | "
+                     f"{_interval(d.get('interval'))} | {_p(d.get('p_adjusted'))} | "
+                     f"{verdict_words(c['verdict'], a['target'])} |")
     return lines + [""]
 
 
-def power_table(a: dict) -> list[str]:
-    t = 100 * a["target"]
-    lines = ["## Power", "",
-             f"From the observed SD of the per-seed differences, at the Bonferroni level "
-             f"{a['alpha']}/{a['family_size']} (a lower bound on Holm's power). A plug-in "
-             "estimate: with few seeds the SD itself is uncertain. *Rerun* is the chance "
-             "that a rerun with as many seeds is significant in the same direction if the "
-             "observed difference were the truth (optimistic for a result picked for being "
-             "significant).", "",
-             f"| comparison | SD of diff (pp) | power at ±{t:.2f} pp | smallest detectable "
-             f"(80%) | seeds for 80% at ±{t:.2f} pp | rerun |", "|---|---|---|---|---|---|"]
+def looks_table(a: dict) -> list[str]:
+    """Every look's interval and verdict, from the first seeds in params order."""
+    d = a["design"]
+    lines = ["## Looks", "",
+             f"Each look reads the first n seeds of study.seeds (planned looks: "
+             f"{', '.join(map(str, d['looks']))}). Intervals in pp; a later look's interval is "
+             "not a new chance to be wrong: all of them hold together.", "",
+             "| comparison | " + " | ".join(f"{k} seeds" for k in d["looks_so_far"]) + " |",
+             "|---|" + "---|" * len(d["looks_so_far"])]
     many = len({(c["backbone"], c["train_size"]) for c in a["comparisons"]}) > 1
     for c in a["comparisons"]:
-        pw = c["power"]
-        if pw is None:
-            lines.append(f"| {c['name']}{_where(c, many)} | n/a | n/a | n/a | n/a | n/a |")
-            continue
-        need = pw["seeds_needed"] or "> 1000"
-        lines.append(f"| {c['name']}{_where(c, many)} | {100 * pw['sd']:.2f} | "
-                     f"{pw['at_target']:.0%} | {100 * pw['min_detectable']:.2f} pp | {need} | "
-                     f"{pw['rerun']['same_direction']:.0%} |")
+        cells = {x["seeds"]: f"{_interval(x['interval'])} {verdict_words(x['verdict'], a['target'])}"
+                 for x in c["looks"]}
+        lines.append(f"| {c['name']}{_where(c, many)} | "
+                     + " | ".join(cells.get(k, "") for k in d["looks_so_far"]) + " |")
+    plan = a.get("planning")
+    if plan:
+        lines += ["", f"Planning (what the next-seeds advice uses, never a verdict): the pooled "
+                  f"SD of the per-seed differences is {100 * plan['sd']:.2f} pp over "
+                  f"{plan['df']} degrees of freedom; its {plan['level']:.0%} upper confidence "
+                  f"limit, {100 * plan['upper']:.2f} pp, is taken as the truth, and each "
+                  "comparison's current difference as its true one."]
     return lines + [""]
 
 
@@ -130,20 +175,17 @@ def images_table(a: dict) -> list[str]:
     if not rows:
         return []
     lines = ["## Seeds and test images", "",
-             "The paired t interval counts seeds only. Resampling seeds and test images "
-             "together (a two-level bootstrap over the shared test set) also counts which "
-             "test images were drawn; it is conservative, so the standard error from a "
-             "variance-components split is given beside it, with the share of the variance "
-             "that comes from seeds.", "",
-             "| comparison | diff (pp) | t 95% CI (seeds) | bootstrap 95% CI (seeds and images) "
-             "| SE (pp) | seeds' share |", "|---|---|---|---|---|---|"]
+             "Where a difference's noise comes from: a variance-components split (two-way "
+             "random effects, method of moments) of the per-image differences into which seeds "
+             "ran and which test images were drawn. The interval above counts seeds, and "
+             "through them the test images as well.", "",
+             "| comparison | diff (pp) | SE (pp) | seeds' share |", "|---|---|---|---|"]
     many = len({(c["backbone"], c["train_size"]) for c in a["comparisons"]}) > 1
     for c in rows:
-        boot, comp = c["images"]["bootstrap"], c["images"]["components"]
+        comp = c["images"]["components"]
         share = comp["seeds"] / max(comp["se"] ** 2, 1e-300)
         lines.append(f"| {c['name']}{_where(c, many)} | {100 * c['diff']['mean']:+.2f} | "
-                     f"{_ci(c['diff'])} | [{_pct(boot['ci95'][0])}, {_pct(boot['ci95'][1])}] "
-                     f"| {100 * comp['se']:.2f} | {share:.0%} |")
+                     f"{100 * comp['se']:.2f} | {share:.0%} |")
     return lines + [""]
 
 
@@ -152,7 +194,8 @@ def frozen_table(a: dict) -> list[str]:
     if not frozen:
         return []
     lines = ["## Frozen backbone minus fine-tuned backbone (same version, size and seed)", "",
-             "Outside the Holm family: a description, not a test of the study's question.", "",
+             "Outside the family: a description (95% paired t interval), not a test of the "
+             "study's question.", "",
              "| version | train images | diff (pp) | 95% CI | p |", "|---|---|---|---|---|"]
     for g in frozen:
         d = g["acc_diff_frozen_vs_finetuned"]
@@ -193,7 +236,7 @@ def render_report(analysis: dict, environments: dict[str, dict] | None = None,
                   n_test: int | None = None) -> str:
     lines = ["# Augmentation study", ""]
     for part in (primary_analysis(analysis, n_test), reading(analysis),
-                 accuracy_table(analysis), contrast_table(analysis), power_table(analysis),
+                 accuracy_table(analysis), contrast_table(analysis), looks_table(analysis),
                  images_table(analysis), frozen_table(analysis)):
         lines += part
     text = "\n".join(lines)

@@ -155,6 +155,12 @@ class StudyParams(Section):
     contrasts: dict[str, tuple[str, str]] = allowed(
         "a mapping name -> [version, other version] (the first minus the second, paired by "
         "seed); {} for none")
+    looks: list[Annotated[int, Field(ge=2)]] = allowed(
+        "a non-empty, increasing list of seed counts >= 2 at which the study is read (its "
+        "error rate is spent over them); the last is the most seeds the design allows",
+        min_length=1)
+    spending: Literal["obrien_fleming", "pocock"] = allowed(
+        "obrien_fleming or pocock: how the error rate is spent over study.looks")
     target_difference: float = allowed(
         "a number in (0, 1): the smallest difference in test accuracy worth finding (0.01 = 1 "
         "point); the report's power figures and verdicts use it", gt=0, lt=1)
@@ -190,6 +196,11 @@ class TrainParams(Section):
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"] = allowed(
         "auto, 32-true, bf16-mixed, 16-mixed or bf16-true")
     compile: bool = allowed("true or false")
+    ema_decay: float = allowed("a number in [0, 1): the decay of the exponential moving "
+                               "average of the weights that validation and the model file "
+                               "use; 0 keeps the last weights", ge=0, lt=1)
+    val_every: int = allowed("a whole number >= 1: validate after every this many epochs "
+                             "(the curves' points; no trained weight depends on it)", ge=1)
 
 
 class EvalParams(Section):
@@ -363,6 +374,11 @@ def _relations(s: dict[str, Any], versions: dict, problems: list[str]) -> None:
     if st := s.get("study"):
         _check(problems, len(set(st.seeds)) == len(st.seeds), "study.seeds", st.seeds,
                "a non-empty list of distinct whole numbers")
+        _check(problems, all(a < b for a, b in zip(st.looks, st.looks[1:])), "study.looks",
+               st.looks, "an increasing list of seed counts >= 2")
+        _check(problems, len(st.seeds) <= max(st.looks), "study.seeds",
+               f"{len(st.seeds)} seeds", f"at most the design's last look, {max(st.looks)} "
+               "seeds (study.looks): extend study.looks to plan more")
         _check(problems, len(set(st.train_sizes)) == len(st.train_sizes), "study.train_sizes",
                st.train_sizes, "a non-empty list of distinct whole numbers >= 1")
         _check(problems, len(set(st.backbones)) == len(st.backbones), "study.backbones",

@@ -1,17 +1,16 @@
-"""The statistics of the study: means with t intervals, paired differences across seeds, the
-power of those comparisons, plain-words verdicts and a seed-and-image bootstrap.
+"""The statistics of the study: means with t intervals, paired differences across seeds,
+verdicts read off intervals, the planning value of the spread, and the split of a difference's
+variance between seeds and test images. The intervals that verdicts are read from come from the
+group-sequential design in augvit/sequential.py.
 
 Runs with the same seed share the model init and the data order, so versions are compared by
 a paired t-test across seeds: the 95% CI of the mean per-seed difference uses Student's t with
 n-1 degrees of freedom. With one seed there is no interval (None), and nothing is significant;
 a difference that is the same for every seed has no p-value either (zero variance).
 
-Power (`power`, `min_detectable_difference`, `seeds_needed`, `replication_probability`) is that
-of the same two-sided paired t-test, at the Bonferroni level alpha/m for a family of m
-comparisons: Holm's first step uses alpha/m and its later steps are more lenient, so this is
-a lower bound on the power under Holm. It takes `sd`, the sample SD of the per-seed
-differences, as the true SD: with 5 seeds that SD is itself uncertain (its 95% interval runs
-from about 0.6x to 2.9x the estimate), so every power figure here is a plug-in estimate.
+`power` and `seeds_needed` are those of the two-sided paired t-test at the Bonferroni level
+alpha/m for a family of m comparisons, with `sd` the true SD of the per-seed differences: a
+fixed-sample planning figure (bench/regimes.py uses it to rank training regimes).
 """
 from __future__ import annotations
 
@@ -54,23 +53,6 @@ def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict | None:
     return out
 
 
-def holm(p_values: list[float | None]) -> list[float | None]:
-    """Holm-Bonferroni adjusted p-values (None stays None): the k-th smallest of m p-values is
-    multiplied by m - k + 1, then made non-decreasing in that order and capped at 1. A
-    comparison holds at level a after adjustment iff its adjusted p <= a; the family-wise error
-    rate over all of them is then at most a."""
-    bad = [p for p in p_values if p is not None and not 0 <= p <= 1]    # NaN fails both
-    if bad:
-        raise ValueError(f"holm: got p-value(s) {bad}; allowed: numbers in [0, 1] or None (no "
-                         "test). A NaN would silently change the others' adjustment.")
-    ranked = sorted((p, k) for k, p in enumerate(p_values) if p is not None)
-    m, out, running = len(ranked), list(p_values), 0.0
-    for rank, (p, k) in enumerate(ranked):
-        running = max(running, min(1.0, (m - rank) * p))
-        out[k] = running
-    return out
-
-
 # ---- power of the paired t-test -----------------------------------------------------------
 
 def _check_design(sd: float, n: int, alpha: float, m: int) -> None:
@@ -106,25 +88,6 @@ def power(sd: float, n: int, effect: float, alpha: float, m: int) -> float:
     return float(_power_at(effect * math.sqrt(n) / sd, n, alpha, m))
 
 
-def min_detectable_difference(sd: float, n: int, alpha: float, m: int,
-                              power: float = 0.8) -> float:
-    """The smallest true mean difference (> 0; the test is symmetric) that the two-sided
-    paired t-test on n seeds at level alpha/m detects with probability `power`: the root in
-    the noncentrality of `power(...) = power` (brentq), times sd / sqrt(n). Same assumptions
-    as `power`."""
-    _check_design(sd, n, alpha, m)
-    if not alpha / m < power < 1:
-        raise ValueError(f"min_detectable_difference: power must lie in (alpha/m, 1) = "
-                         f"({alpha / m:g}, 1), got {power!r}")
-    def gap(ncp: float) -> float:
-        return float(_power_at(ncp, n, alpha, m)) - power
-
-    high = 2 * float(_critical_t(n, alpha, m)) + 2      # power rises with ncp: widen until past
-    while gap(high) < 0:
-        high *= 2
-    return optimize.brentq(gap, 0.0, high, xtol=1e-10) * sd / math.sqrt(n)
-
-
 def seeds_needed(sd: float, target: float, alpha: float, m: int, power: float = 0.8,
                  max_n: int = 1000) -> int | None:
     """The smallest number of seeds n >= 2 whose paired t-test (two-sided, level alpha/m)
@@ -138,119 +101,48 @@ def seeds_needed(sd: float, target: float, alpha: float, m: int, power: float = 
     return int(ns[ok[0]]) if ok.size else None      # power grows with n: the first is it
 
 
-def replication_probability(diff_mean: float, sd: float, n: int, alpha: float,
-                            m: int) -> dict[str, float | None]:
-    """The chances for an independent rerun with the same n seeds, *at the observed effect*:
-    the observed mean difference and SD are plugged in as the truth (noncentral t, as in
-    `power`). `same_direction`: significant at alpha/m with the observed sign (None when the
-    observed mean is 0); `significant`: significant either way (the power at the observed
-    effect). Optimistic for a result that is reported because it was significant: its effect
-    is biased upward (the winner's curse) and a 5-seed SD may be too small; no shrinkage is
-    applied, so read it as an upper-leaning figure. A result exactly at the threshold
-    replicates about half the time."""
-    _check_design(sd, n, alpha, m)
-    ncp = abs(diff_mean) * math.sqrt(n) / sd
-    crit, df = float(_critical_t(n, alpha, m)), n - 1
-    same = None if diff_mean == 0 else float(stats.nct.sf(crit, df, ncp))
-    return {"same_direction": same, "significant": float(_power_at(ncp, n, alpha, m))}
+# ---- verdicts read off intervals ----------------------------------------------------------
+
+VERDICTS = ("helps by at least the target", "hurts by at least the target", "helps", "hurts",
+            "equivalent within the target", "not decided yet")
 
 
-# ---- plain-words verdicts -----------------------------------------------------------------
-
-VERDICTS = ("helps", "hurts", "no difference at this resolution", "cannot tell")
-
-
-def bonferroni_ci(mean: float, sd: float, n: int, alpha: float, m: int) -> list[float]:
-    """The simultaneous (1 - alpha) t interval of a mean difference in a family of m:
-    mean +- t_{1-alpha/(2m), n-1} * sd / sqrt(n). All m cover their truths together with
-    probability >= 1 - alpha."""
-    half = float(_critical_t(n, alpha, m)) * sd / math.sqrt(n)
-    return [mean - half, mean + half]
+def verdict_codes(lo: np.ndarray, hi: np.ndarray, target: float) -> np.ndarray:
+    """`verdict` for arrays of interval ends: each an index into VERDICTS."""
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    return np.select([lo > target, hi < -target, (-target < lo) & (hi < target), lo > 0, hi < 0],
+                     [0, 1, 4, 2, 3], default=5)
 
 
-def _pp(x: float) -> str:
-    return f"{100 * x:+.2f} pp"
+def verdict(interval: list[float] | None, target: float) -> str:
+    """The verdict a (1 - alpha) interval of a difference a - b supports, for the smallest
+    difference worth finding `target` (> 0). In this order: the interval wholly above +target
+    ("helps by at least the target") or below -target ("hurts by ..."); wholly inside
+    (-target, +target) ("equivalent within the target": two one-sided tests, TOST, Schuirmann
+    1987, each at half the interval's level); excluding 0 ("helps" / "hurts", its size
+    against the target not yet known); anything else "not decided yet". An interval that
+    covers the truth makes every one of these claims true, so the claims' error rate is at
+    most the interval's non-coverage. None (no interval) is "not decided yet"."""
+    if not target > 0:
+        raise ValueError(f"verdict: target must be a positive difference, got {target!r}")
+    if interval is None:
+        return VERDICTS[5]
+    return VERDICTS[int(verdict_codes(interval[0], interval[1], target))]
 
 
-def verdict(mean: float, sd: float | None, n: int, p_holm: float | None, *, target: float,
-            alpha: float, m: int, min_power: float = 0.8) -> dict:
-    """A plain-words verdict on one comparison with the baseline (differences are fractions,
-    written in percentage points). A claim needs a study able to see `target`, the smallest
-    difference that matters: power >= min_power to detect it (`power`, level alpha/m).
-    Then "helps"/"hurts" when the Holm-adjusted p <= alpha (sign of the mean), and
-    "no difference at this resolution" when the simultaneous 1 - alpha interval (`bonferroni_ci`,
-    a TOST at level alpha/(2m) per comparison) lies inside (-target, +target). Everything
-    else, an underpowered significant result included, is "cannot tell": such results often
-    do not replicate. Returns {"verdict", "reason": one sentence with the numbers, "power":
-    the power at target, or None without a test}."""
-    untestable = "one seed gives no test" if sd is None or n < 2 else \
-        f"every seed gave the same difference ({_pp(mean)}): no spread to test" if sd == 0 \
-        else "there is no p-value" if p_holm is None else None
-    if untestable:
-        return {"verdict": "cannot tell", "reason": f"{untestable}.", "power": None}
-    pw, (lo, hi) = power(sd, n, target, alpha, m), bonferroni_ci(mean, sd, n, alpha, m)
-    held, inside = p_holm <= alpha, -target < lo and hi < target
-    if pw < min_power:
-        more = seeds_needed(sd, target, alpha, m, min_power)
-        need = f"about {more} seeds would give {min_power:.0%}" if more else \
-            f"over 1000 seeds would be needed for {min_power:.0%}"
-        said, why = "cannot tell", (
-            "significant after Holm but underpowered, so it may not replicate; " if held
-            else "too few seeds to tell; ") + need
-    elif held:
-        said = "helps" if mean > 0 else "hurts"
-        why = "holds after Holm with adequate power" + (
-            f", though by less than {100 * target:.2f} pp" if inside else "")
-    elif inside:
-        said, why = "no difference at this resolution", \
-            f"the whole interval lies within ±{100 * target:.2f} pp"
-    else:
-        said, why = "cannot tell", ("not significant, yet the interval reaches beyond "
-                                    f"±{100 * target:.2f} pp")
-    reason = (f"{_pp(mean)}, p_holm = {p_holm:.2g}, simultaneous {1 - alpha:.0%} CI [{_pp(lo)}, "
-              f"{_pp(hi)}], {pw:.0%} power to detect ±{100 * target:.2f} pp with {n} seeds: "
-              f"{why}.")
-    return {"verdict": said, "reason": reason, "power": pw}
-
-
-# ---- a bootstrap over seeds and test images -----------------------------------------------
-
-def hierarchical_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0,
-                           resample_images: bool = True) -> dict:
-    """Percentile 95% interval and SE of mean(a) - mean(b) that count both sources of
-    chance: which seeds were run and which test images were drawn. a, b: (n_seeds, n_test)
-    per-image scores (0/1 correctness), paired by row (seed) and column (image). Each draw
-    resamples seeds with replacement and, independently, images with replacement, the same
-    images for every seed and for a and b: the test set is shared, so images are crossed
-    with seeds, not nested in them (Owen's "pigeonhole" bootstrap, Ann. Appl. Stat. 2007).
-    It is conservative: its variance counts the seed x image interaction (for 0/1 scores,
-    mostly coin-flip noise) three times instead of once, i.e. it exceeds the truth by about
-    2 * variance_components(a, b)["interaction"]; use that function for an unbiased SE.
-    resample_images=False gives the seed-only bootstrap, too narrow when seed-to-seed
-    variation dominates and there are few seeds (the t interval of paired_difference is the
-    seed-level statement then). Deterministic given `seed`."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.ndim != 2 or a.shape != b.shape or 0 in a.shape:
-        raise ValueError(f"hierarchical_bootstrap: a and b must be equal (n_seeds, n_test) "
-                         f"arrays, got shapes {a.shape} and {b.shape}")
-    if not (np.isfinite(a).all() and np.isfinite(b).all()) or n_boot < 2:
-        raise ValueError("hierarchical_bootstrap: scores must be finite and n_boot >= 2")
-    d = a - b                                                   # (S, N)
-    n_seeds, n_test = d.shape
-    rng = np.random.default_rng(seed)
-    chunk = max(1, 2_000_000 // n_test)         # draws per pass: a few tens of MB at most
-    boot = np.empty(n_boot)
-    for start in range(0, n_boot, chunk):
-        r = min(chunk, n_boot - start)
-        counts = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=r)  # (r, S)
-        per_image = counts @ d / n_seeds        # (r, N): each draw's seeds, averaged per image
-        if resample_images:                     # int32: half the memory of default indices
-            idx = rng.integers(0, n_test, size=(r, n_test), dtype=np.int32)
-            per_image = np.take_along_axis(per_image, idx, axis=1)
-        boot[start:start + r] = per_image.mean(axis=1)
-    lo, hi = np.quantile(boot, [0.025, 0.975])
-    return {"mean": float(d.mean()), "ci95": [float(lo), float(hi)],
-            "se": float(boot.std(ddof=1)), "n_boot": n_boot}
+def pooled_sd_upper(sds: list[float | None], ns: list[int], level: float = 0.8) -> dict | None:
+    """The pooled SD of several comparisons' per-seed differences, and its one-sided `level`
+    upper confidence limit s * sqrt(df / chi2_{1 - level, df}) (the planning value that
+    Browne, Statistics in Medicine 1995, recommends at 80%). df = sum(n_i - 1); comparisons
+    that share a version are correlated, so the limit is somewhat lower than a limit from as
+    many independent differences would be. None without any spread."""
+    pairs = [(sd, n) for sd, n in zip(sds, ns) if sd is not None and sd > 0 and n >= 2]
+    if not pairs:
+        return None
+    df = sum(n - 1 for _, n in pairs)
+    s = math.sqrt(sum((n - 1) * sd ** 2 for sd, n in pairs) / df)
+    return {"sd": s, "df": df, "level": level,
+            "upper": s * math.sqrt(df / stats.chi2.ppf(1 - level, df))}
 
 
 def variance_components(a: np.ndarray, b: np.ndarray) -> dict[str, float]:

@@ -20,14 +20,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from augvit.augment.mixing import MIXING_OPS, mix_batch
 from augvit.data.batches import ArrayBatches, load_classes, load_split
 from augvit.data.subsets import train_subset
 from augvit.environment import describe
-from augvit.io import StageError, atomic_path, load_json
+from augvit.io import StageError, atomic_path, load_json, save_json
 from augvit.layout import Run
 from augvit.model import ViTClassifier, pick_device, save_classifier, vit_config
 from augvit.params import Params, plain
@@ -172,10 +172,12 @@ class EpochLog(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            print(f"train: epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
-                  f"train loss {m.get('train/loss', float('nan')):.4f}, "
-                  f"val acc {m.get('val/acc', float('nan')):.4f}, "
-                  f"val loss {m.get('val/loss', float('nan')):.4f} "
+            epoch = trainer.current_epoch + 1
+            validated = epoch % (trainer.check_val_every_n_epoch or 1) == 0
+            val = (f", val acc {m['val/acc']:.4f}, val loss {m['val/loss']:.4f}"
+                   if validated and "val/acc" in m and "val/loss" in m else "")
+            print(f"train: epoch {epoch}/{trainer.max_epochs} "
+                  f"train loss {m.get('train/loss', float('nan')):.4f}{val} "
                   f"({time.perf_counter() - self.t0:.1f}s)", flush=True)
 
 
@@ -300,7 +302,8 @@ def build_module(params: Params, run: Run, recipe: dict, classes: list[str],
 
 
 def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model_out: Path,
-              live_out: Path, resume_dir: Path, fresh: bool = False) -> None:
+              live_out: Path, resume_dir: Path, fresh: bool = False,
+              timing_out: Path | None = None) -> None:
     from dvclive.lightning import DVCLiveLogger     # here: the one import only training needs
     t0 = time.perf_counter()
     t = params.train
@@ -335,11 +338,15 @@ def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model
                            save_last=False, every_n_epochs=1, save_on_train_epoch_end=True,
                            enable_version_counter=False)
     precision = resolve_precision(t.precision, t.accelerator)
+    # An exponential moving average of the weights (Lightning's callback; its state is in the
+    # epoch checkpoint, so a resumed run averages on): validation and the model file use it.
+    averaging = [EMAWeightAveraging(decay=t.ema_decay)] if t.ema_decay > 0 else []
     trainer = L.Trainer(
         max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy,
         precision=precision,
-        logger=logger, callbacks=[ckpt, EpochLog()],
+        logger=logger, callbacks=[ckpt, *averaging, EpochLog()],
+        check_val_every_n_epoch=t.val_every,
         plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         default_root_dir=resume_dir,    # where Lightning would look for its own SLURM checkpoint
         num_sanity_val_steps=0, log_every_n_steps=10,
@@ -363,4 +370,9 @@ def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model
         with atomic_path(live_out) as tmp:
             shutil.copytree(resume_dir / "dvclive", tmp)
         shutil.rmtree(resume_dir, ignore_errors=True)
-        print(f"train: {run.id} done in {time.perf_counter() - t0:.0f}s -> {model_out}")
+        seconds = time.perf_counter() - t0
+        if timing_out is not None:      # machine data beside the study, not one of its outputs
+            save_json(timing_out, {"run": run.id, "seconds": round(seconds, 1),
+                                   "cpu": env.get("cpu"), "gpu": env.get("gpu"),
+                                   "threads": env.get("threads"), "resumed": resuming})
+        print(f"train: {run.id} done in {seconds:.0f}s -> {model_out}")

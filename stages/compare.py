@@ -19,6 +19,25 @@ from augvit.predictions import correctness, decode_predictions
 from augvit.report import collect, summarize, summary_metrics
 
 
+def run_seconds(folder: Path | None, study_runs: list) -> dict | None:
+    """The mean wall time of the study's trainings as the train stage noted them on this
+    machine (`.timings/<run>.json`), or None where none was noted."""
+    if folder is None:
+        return None
+    seconds, cpus = [], set()
+    for run in study_runs:
+        path = run.path(folder, ".json")
+        if path.is_file():
+            note = load_json(path)
+            if isinstance(note, dict) and isinstance(note.get("seconds"), (int, float)) and \
+                    note["seconds"] > 0 and not note.get("resumed"):     # a whole run only
+                seconds.append(float(note["seconds"]))
+                cpus.add(str(note.get("gpu") or note.get("cpu")))
+    if not seconds:
+        return None
+    return {"mean": sum(seconds) / len(seconds), "runs": len(seconds), "devices": sorted(cpus)}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -28,6 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--summary-out", type=Path, required=True)
     ap.add_argument("--analysis-out", type=Path, required=True)
     ap.add_argument("--report-out", type=Path, required=True)
+    ap.add_argument("--timings", type=Path, default=None,
+                    help="folder of the train stage's wall-time notes (machine data, not a "
+                         "dependency): turns the seeds an undecided comparison needs into "
+                         "minutes")
     args = ap.parse_args(argv)
     raise_on_sigterm()
     with user_errors("compare"):
@@ -43,9 +66,13 @@ def main(argv: list[str] | None = None) -> None:
             environments[run.id] = plain_environment(details.get("environment", {}).get("train"))
             predicted = decode_predictions(details["predicted"], max_len=len(labels))
             correct.setdefault(key, []).append(correctness(predicted, labels))
-        analysis = summarize(collect(args.runs, p), p.study.baseline, losses,
-                             dict(p.study.contrasts), p.study.target_difference,
-                             {k: np.stack(v).astype(np.float64) for k, v in correct.items()})
+        st = p.study
+        design = {"seeds": list(st.seeds), "looks": list(st.looks), "spending": st.spending,
+                  "target": st.target_difference}
+        analysis = summarize(collect(args.runs, p), st.baseline, design, losses,
+                             dict(st.contrasts),
+                             {k: np.stack(v).astype(np.float64) for k, v in correct.items()},
+                             run_seconds(args.timings, runs(p)))
         report = render_report(analysis, environments, len(labels))
         save_json(args.analysis_out, analysis)
         save_json(args.summary_out, summary_metrics(analysis))

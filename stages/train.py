@@ -30,12 +30,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--live-out", type=Path, required=True)
     ap.add_argument("--resume-dir", type=Path, required=True)
     ap.add_argument("--fresh", action="store_true", help="ignore any resume checkpoint")
+    ap.add_argument("--timing-out", type=Path, default=None,
+                    help="where to note this run's wall time (machine data, not an output)")
     args = ap.parse_args(argv)
     raise_on_sigterm()
     run = Run(args.version, args.backbone, args.train_size, args.seed)
     with user_errors(f"train@{run.stage_suffix}"):
         train_run(load_params(args.params), run, args.recipe, args.prepared, args.model_out,
-                  args.live_out, args.resume_dir, fresh=args.fresh)
+                  args.live_out, args.resume_dir, fresh=args.fresh,
+                  timing_out=args.timing_out)
 
 
 if __name__ == "__main__":

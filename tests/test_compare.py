@@ -1,13 +1,28 @@
-"""The statistics, checked by hand on known inputs."""
+"""The statistics and the report, checked by hand on known inputs."""
 from __future__ import annotations
 
-import pytest
+import math
 
 import numpy as np
+import pytest
+from scipy import stats
 
 from augvit.markdown import READING_END, READING_START, render_environments, render_report
 from augvit.report import summarize, summary_metrics
-from augvit.stats import holm, mean_ci, paired_difference
+from augvit.stats import mean_ci, paired_difference
+
+
+def design(n: int, looks: list[int] | None = None, target: float = 0.01,
+           spending: str = "pocock") -> dict:
+    """A study design for seeds 0..n-1: one look at n unless `looks` says otherwise."""
+    return {"seeds": list(range(n)), "looks": looks or [n], "spending": spending,
+            "target": target}
+
+
+def bonferroni_t(mean: float, sd: float, n: int, m: int) -> list[float]:
+    """One look: the repeated interval is the Bonferroni t interval, mean +- t sd / sqrt(n)."""
+    half = stats.t.isf(0.05 / m / 2, n - 1) * sd / math.sqrt(n)
+    return [mean - half, mean + half]
 
 
 def test_mean_ci_hand_checked():
@@ -48,19 +63,13 @@ def test_a_difference_without_variance_has_no_p_value():
     """Two seeds that happen to differ by the same amount: no evidence, never p = 0."""
     d = paired_difference({0: 0.52, 1: 0.61}, {0: 0.50, 1: 0.59})
     assert d["p_value"] is None and d["significant"] is False and d["zero_variance"] is True
-    assert holm([d["p_value"], 0.01]) == [None, 0.01]
     table, _ = table_of({("none", "finetuned"): [0.50, 0.59],
                          ("v", "finetuned"): [0.52, 0.61]})
-    a = summarize(table, "none")
-    md = render_report(a)
-    assert "n/a (no variance)" in md
-    assert "every seed gave the same difference (+2.00 pp): no spread to test" in md
-
-
-@pytest.mark.parametrize("bad", [float("nan"), -0.1, 1.5])
-def test_holm_refuses_a_p_value_that_is_no_probability(bad):
-    with pytest.raises(ValueError, match=r"holm: got p-value\(s\) \[(nan|-0.1|1.5)\]"):
-        holm([0.01, bad, 0.04])
+    a = summarize(table, "none", design(2))
+    c = a["comparisons"][0]
+    assert c["verdict"] == "not decided yet" and c["diff"]["interval"] is None
+    assert "- **v - none: not decided yet.** +2.00 pp, 95% repeated interval n/a" in \
+        render_report(a)
 
 
 def table_of(rows: dict) -> tuple[dict, dict]:
@@ -71,112 +80,132 @@ def table_of(rows: dict) -> tuple[dict, dict]:
     return table, losses
 
 
-def test_holm_hand_checked():
-    # p = 0.01, 0.04, 0.03, 0.005 -> sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1
-    # = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06; None stays None
-    assert holm([0.01, 0.04, None, 0.03, 0.005]) == pytest.approx(
-        [0.03, 0.06, None, 0.06, 0.02])
-    assert holm([0.5, 0.9]) == [1.0, 1.0]                       # capped at 1
-    assert holm([]) == []
-
-
-def test_summary_and_report_name_the_baseline_holm_and_the_frozen_effect():
+def test_summary_and_report_name_the_baseline_the_family_and_the_frozen_effect():
     table, losses = table_of({
         ("none", "finetuned"): [0.60, 0.50, 0.70],
-        ("version_1", "finetuned"): [0.62, 0.53, 0.74],      # +3 pp, p = 0.035
+        ("version_1", "finetuned"): [0.62, 0.53, 0.74],      # +3 pp, sd 1 pp
         ("version_2", "finetuned"): [0.65, 0.46, 0.71],      # noisy
         ("none", "frozen"): [0.40, 0.41, 0.42],
         ("version_1", "frozen"): [0.40, 0.40, 0.40],
     })
-    a = summarize(table, "none", losses)
+    a = summarize(table, "none", design(3), losses)
     s = a["groups"]
     d = s["version_1/finetuned/n100"]["acc_diff_vs_baseline"]
-    assert d["significant"] is True and d["p_value"] == pytest.approx(0.0351, abs=1e-4)
-    # three comparisons with the baseline: version_1 (0.035) is not the smallest p-value
-    ps = [c["diff"]["p_value"] for c in a["comparisons"]]
-    assert a["family_size"] == 3 and len(ps) == 3
-    assert d["p_holm"] == pytest.approx(holm(ps)[ps.index(d["p_value"])])
-    assert d["p_holm"] > 0.05 and d["holds_after_holm"] is False   # not after adjustment
+    assert d["p_value"] == pytest.approx(0.0351, abs=1e-4)       # unadjusted paired t
+    # three comparisons with the baseline (two fine-tuned, one frozen): each at 0.05 / 3
+    assert a["family_size"] == 3
+    assert d["interval"] == pytest.approx(bonferroni_t(0.03, 0.01, 3, 3), abs=1e-6)
+    assert d["p_adjusted"] == pytest.approx(min(1, 3 * 0.0351), abs=1e-3)
     assert "acc_diff_vs_baseline" not in s["none/finetuned/n100"]
     assert s["none/frozen/n100"]["acc_diff_frozen_vs_finetuned"]["mean"] == pytest.approx(-0.19)
     assert s["none/finetuned/n100"]["test_loss"]["mean"] == pytest.approx(0.4)
     md = render_report(a)
+    lo, hi = (100 * x for x in d["interval"])
     assert "| version_1 | fine-tuned | 100 | 3 | 63.00 |" in md
-    assert f"+3.00 | [0.52, 5.48] | 0.035 | {d['p_holm']:.3f} | cannot tell |" in md
-    assert "Holm-adjusted over the family of all 3 comparisons" in md
+    assert f"+3.00 | [{lo:+.2f}, {hi:+.2f}] | 0.105 | not decided yet |" in md
+    assert "split equally over the family's 3 comparisons (Bonferroni, 0.0167 each)" in md
     assert "Frozen backbone minus fine-tuned" in md
-    # the primary analysis comes before any result
-    assert md.index("## Primary analysis") < md.index(READING_START) < md.index("| version |")
+    # the design and the rule come before any result
+    assert md.index("## Design and decision rule") < md.index(READING_START) < \
+        md.index("| version |")
 
 
-def test_contrasts_join_the_holm_family_and_the_report():
+def test_contrasts_join_the_family_and_the_report():
     table, _ = table_of({
         ("none", "finetuned"): [0.60, 0.50, 0.70, 0.55],
         ("version_1", "finetuned"): [0.62, 0.53, 0.74, 0.58],
         ("version_2", "finetuned"): [0.65, 0.52, 0.71, 0.56],
     })
-    a = summarize(table, "none", contrasts={"grayscale": ("version_1", "version_2")})
+    a = summarize(table, "none", design(4), contrasts={"grayscale": ("version_1", "version_2")})
     assert a["family_size"] == 3
     c = next(c for c in a["comparisons"] if c["kind"] == "contrast")
     assert c["name"] == "grayscale" and (c["a"], c["b"]) == ("version_1", "version_2")
     # 0.62-0.65, 0.53-0.52, 0.74-0.71, 0.58-0.56 -> -0.03, +0.01, +0.03, +0.02: mean +0.0075
     assert c["diff"]["mean"] == pytest.approx(0.0075)
-    ps = [x["diff"]["p_value"] for x in a["comparisons"]]
-    assert c["diff"]["p_holm"] == pytest.approx(holm(ps)[2])
+    sd = float(np.std([-0.03, 0.01, 0.03, 0.02], ddof=1))
+    assert c["diff"]["interval"] == pytest.approx(bonferroni_t(0.0075, sd, 4, 3), abs=1e-6)
     m = summary_metrics(a)
     assert m["contrasts"]["grayscale"]["finetuned"]["n100"]["diff"] == pytest.approx(0.0075)
     md = render_report(a)
     assert "| grayscale | version_1 - version_2 | fine-tuned | 100 | +0.75 |" in md
     reading = md[md.index(READING_START):md.index(READING_END)]
-    assert "- **grayscale: cannot tell.**" in reading and "version_1 - none" in reading
+    assert "- **grayscale: not decided yet.**" in reading and "version_1 - none" in reading
 
 
-def test_power_and_verdicts_follow_the_stated_rules():
-    """A clear, well-powered gain helps; the same mean from noisy seeds cannot tell."""
+def test_verdicts_are_read_off_the_intervals_and_an_undecided_one_gets_its_next_step():
+    """A clear gain helps by at least the target; an exact tie within a narrow interval is
+    equivalent; a small mean from noisy seeds is not decided, and the report names the look
+    that would decide it, with the command and the minutes."""
     rng = np.random.default_rng(0)
     base = 0.5 + rng.normal(0, 0.02, 12)
     table, _ = table_of({("none", "finetuned"): list(base),
                          ("clear", "finetuned"): list(base + 0.03 + rng.normal(0, 0.003, 12)),
-                         ("noisy", "finetuned"): list(base + 0.03 + rng.normal(0, 0.05, 12))})
-    a = summarize(table, "none", target=0.01)
+                         ("same", "finetuned"): list(base + rng.normal(0, 0.003, 12)),
+                         ("noisy", "finetuned"): list(base + 0.005 + np.tile([0.03, -0.03], 6))})
+    a = summarize(table, "none", design(12, looks=[12, 24, 36]),
+                  run_seconds={"mean": 30.0, "runs": 48, "devices": ["cpu"]})
     got = {c["a"]: c for c in a["comparisons"]}
-    assert got["clear"]["verdict"]["verdict"] == "helps"
-    assert got["clear"]["power"]["at_target"] > 0.8 and got["clear"]["power"]["seeds_needed"] <= 12
-    assert got["noisy"]["verdict"]["verdict"] == "cannot tell"
-    assert got["noisy"]["power"]["seeds_needed"] > 12
-    assert "| clear - none | 0.3" in render_report(a)        # SD of the differences, pp
+    assert got["clear"]["verdict"] == "helps by at least the target"
+    assert got["same"]["verdict"] == "equivalent within the target"
+    assert got["noisy"]["verdict"] == "not decided yet"
+    assert "plan" in got["noisy"] and "plan" not in got["clear"]
+    md = render_report(a)
+    assert "- **clear - none: helps by at least 1.00 pp.**" in md
+    assert "- **same - none: equivalent within 1.00 pp.**" in md
+    plan = got["noisy"]["plan"]
+    if plan["seeds"] is not None:      # the noisy SD drives the pooled planning SD up
+        more = plan["seeds"] - 12
+        seeds = ",".join(map(str, range(plan["seeds"])))
+        assert f"`dvc exp run -S 'study.seeds=[{seeds}]'`" in md
+        assert f"about {more * 4 * 30 / 60:.0f} min of training" in md
+    else:
+        assert "Even at the design's last look (36 seeds)" in md
 
 
-def test_the_seed_and_image_interval_is_reported_with_per_image_results():
+def test_every_look_is_read_from_the_first_seeds_in_params_order():
+    table, _ = table_of({("none", "finetuned"): [0.5] * 8,
+                         ("v", "finetuned"): [0.52, 0.53, 0.51, 0.52, 0.60, 0.40, 0.61, 0.39]})
+    a = summarize(table, "none", design(8, looks=[4, 8]))
+    c = a["comparisons"][0]
+    assert [x["seeds"] for x in c["looks"]] == [4, 8]
+    first = paired_difference({s: table[("v", "finetuned", 100)][s]["acc"] for s in range(4)},
+                              {s: 0.5 for s in range(4)})
+    assert c["looks"][0]["mean"] == pytest.approx(first["mean"])
+    assert c["looks"][0]["verdict"] != "not decided yet" and c["first_decided_at"] == 4
+    assert "| v - none | " in render_report(a) and "4 seeds | 8 seeds |" in render_report(a)
+
+
+def test_the_seed_and_image_split_is_reported_with_per_image_results():
     rng = np.random.default_rng(1)
     table, _ = table_of({("none", "finetuned"): [0.5, 0.52, 0.49],
                          ("v", "finetuned"): [0.53, 0.54, 0.52]})
     correct = {("none", "finetuned", 100): (rng.random((3, 200)) < 0.5).astype(float),
                ("v", "finetuned", 100): (rng.random((3, 200)) < 0.53).astype(float)}
-    a = summarize(table, "none", correct=correct)
-    images = a["comparisons"][0]["images"]
-    assert images["bootstrap"]["ci95"][0] < images["bootstrap"]["ci95"][1]
-    assert images["components"]["se"] > 0
+    a = summarize(table, "none", design(3), correct=correct)
+    assert a["comparisons"][0]["images"]["components"]["se"] > 0
     assert "## Seeds and test images" in render_report(a)
 
 
-def test_summary_metrics_are_flat_numbers_per_group():
-    table, losses = table_of({
-        ("version_0", "finetuned"): [0.60, 0.50, 0.70],
-        ("version_1", "finetuned"): [0.62, 0.53, 0.74],
-        ("version_1", "frozen"): [0.40, 0.40, 0.40],
-    })
-    m = summary_metrics(summarize(table, "version_0", losses))
-    assert m["n_seeds"] == 3
-    assert set(m["version_0"]["finetuned"]["n100"]) == {"acc", "acc_low", "acc_high"}
-    v1 = m["version_1"]["finetuned"]["n100"]
-    assert set(v1) == {"acc", "acc_low", "acc_high", "diff", "diff_low", "diff_high", "p_holm"}
-    # the only comparison: Holm leaves its p as it is
-    assert v1["diff"] == pytest.approx(0.03) and v1["p_holm"] == pytest.approx(0.0351, abs=1e-4)
-    assert v1["diff_low"] == pytest.approx(0.00516, abs=1e-5)
-    frozen = m["version_1"]["frozen"]["n100"]                # no frozen baseline: no diff
-    assert "diff" not in frozen and frozen["vs_finetuned"] == pytest.approx(-0.23)
-    assert all(isinstance(v, float) for g in (v1, frozen) for v in g.values())
+def test_summary_metrics_keep_the_same_columns_at_any_number_of_seeds():
+    def columns(n: int) -> set[str]:
+        rng = np.random.default_rng(n)
+        table, losses = table_of({
+            ("version_0", "finetuned"): list(0.5 + rng.normal(0, 0.01, n)),
+            ("version_1", "finetuned"): list(0.53 + rng.normal(0, 0.01, n)),
+            ("version_1", "frozen"): list(0.4 + rng.normal(0, 0.01, n))})
+        m = summary_metrics(summarize(table, "version_0", design(n), losses))
+        flat = set()
+
+        def walk(x, prefix):
+            for k, v in x.items():
+                walk(v, f"{prefix}{k}.") if isinstance(v, dict) else flat.add(prefix + k)
+        walk(m, "")
+        return flat
+    assert columns(6) == columns(24)
+    assert columns(6) == {"n_seeds", "version_0.finetuned.n100.acc",
+                          "version_1.finetuned.n100.acc", "version_1.frozen.n100.acc",
+                          "version_1.finetuned.n100.diff", "version_1.finetuned.n100.diff_low",
+                          "version_1.finetuned.n100.diff_high"}
 
 
 def test_the_report_lists_environments_and_says_when_a_study_mixes_them():

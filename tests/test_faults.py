@@ -94,11 +94,14 @@ def slow_params(work: Path, tmp_path: Path, epochs: int = 8, **train) -> Path:
     return params
 
 
-def test_training_killed_mid_run_resumes_and_matches_an_uninterrupted_run(work, tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_training_killed_mid_run_resumes_and_matches_an_uninterrupted_run(work, tmp_path,
+                                                                         ema_decay):
     """SIGKILL once the epoch checkpoint holds epoch 2 of 8: the rerun resumes after the epoch
     the checkpoint holds (< 8), trains only the remaining epochs, and ends bit-identical to an
-    uninterrupted run (CPU, same seed) - which also shows runs are deterministic."""
-    params = slow_params(work, tmp_path)
+    uninterrupted run (CPU, same seed) - which also shows runs are deterministic. With an
+    average of the weights too: its state is in the checkpoint, so it averages on."""
+    params = slow_params(work, tmp_path, ema_decay=ema_decay)
     runs = {}
     for name in ("a", "b"):
         code, log = finish(start(work, stage_cmd(work, "train", tmp_path / name, params)))
@@ -213,3 +216,24 @@ def test_checksum_mismatch_stops_download_and_a_match_passes(work, tmp_path):
     assert not (tmp_path / "raw").exists()
     rec = fetch(str(archive), tmp_path / "raw", file_sha256(archive))
     assert rec["archive_sha256"] == file_sha256(archive)
+
+
+def test_how_often_it_validates_changes_no_trained_weight_and_the_average_is_what_is_saved(
+        work, tmp_path):
+    """Validation draws no randomness and touches no weight: every 1 or every 3 epochs, the
+    model file is the same bytes. An exponential moving average of the weights is saved in
+    its place when train.ema_decay > 0."""
+    files = {}
+    for name, train in (("every1", {"val_every": 1}), ("every3", {"val_every": 3}),
+                        ("ema", {"val_every": 3, "ema_decay": 0.9})):
+        out = tmp_path / name
+        code, log = finish(start(work, stage_cmd(work, "train", out,
+                                                 slow_params(work, tmp_path, 6, **train))))
+        assert code == 0, log
+        files[name] = (out / "seed0.safetensors").read_bytes()
+        if name == "every3":                 # a curve point every 3 epochs, no stale numbers
+            assert "train: epoch 2/6 train loss" in log and "val acc" not in \
+                log.split("train: epoch 2/6")[1].splitlines()[0]
+            assert "val acc" in log.split("train: epoch 3/6")[1].splitlines()[0]
+    assert files["every1"] == files["every3"]
+    assert files["ema"] != files["every3"]
