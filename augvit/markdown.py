@@ -204,6 +204,21 @@ def frozen_table(a: dict) -> list[str]:
     return lines + [""]
 
 
+def cost(a: dict) -> list[str]:
+    """What the trainings cost on the machine that produced the report, from the train
+    stage's own wall-time notes (loading the data to writing the model; the process's start-up
+    and imports are not in them)."""
+    rs = a.get("run_seconds")
+    if not rs:
+        return []
+    return ["## What it cost", "", "<!-- cost:start -->",
+            f"{rs['runs']} trainings took {rs['mean']:.0f} s each on average "
+            f"({rs['runs'] * rs['mean'] / 60:.0f} min in all) on {', '.join(rs['devices'])}, "
+            "as each train stage measured itself on this machine (from loading the data to "
+            "writing the model; each stage's start-up adds a few seconds).",
+            "<!-- cost:end -->", ""]
+
+
 def render_environments(environments: dict[str, dict]) -> str:
     """Where the runs were trained: one row per distinct environment, and a plain warning when
     the study mixes several (runs from another machine differ as another seed would)."""
@@ -237,7 +252,7 @@ def render_report(analysis: dict, environments: dict[str, dict] | None = None,
     lines = ["# Augmentation study", ""]
     for part in (primary_analysis(analysis, n_test), reading(analysis),
                  accuracy_table(analysis), contrast_table(analysis), looks_table(analysis),
-                 images_table(analysis), frozen_table(analysis)):
+                 images_table(analysis), frozen_table(analysis), cost(analysis)):
         lines += part
     text = "\n".join(lines)
     return text + ("\n" + render_environments(environments) if environments else "")

@@ -282,7 +282,7 @@ def test_new_seed_trains_only_that_seed(project):
     assert trained == {f"train@{v}-finetuned-24-1" for v in versions} | \
         {f"evaluate@{v}-finetuned-24" for v in versions}
     summary = json.loads((project / "metrics/summary.json").read_text())
-    assert summary["n_seeds"] == 2 and "acc_low" in summary["version_1"]["finetuned"]["n24"]
+    assert summary["n_seeds"] == 2 and "diff_low" in summary["version_1"]["finetuned"]["n24"]
 
 
 def test_dvc_repro_killed_mid_training_resumes(tmp_path):
