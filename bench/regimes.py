@@ -7,11 +7,11 @@
 Trains the control and one augmented version (study.baseline and `--version`, default
 version_0) on the same seeds under each candidate regime, with the project's own training and
 evaluation code (augvit.training.train_run, augvit.evaluation.evaluate) on data/prepared, and
-writes for each regime: every run's test accuracy and wall time, the paired differences, their
-SD across seeds, and the figure to minimise: minutes of training to decide a 1-point
-difference = (2 runs x mean run time) x the seeds that a paired t-test at the family's
-Bonferroni level needs for 80% power at study.target_difference with that SD
-(augvit.stats.seeds_needed). A regime is a set of overrides of params.yaml's `train` and
+writes for each regime: every run's test accuracy, wall and CPU time, the paired differences,
+their SD across seeds, and the figure to minimise: CPU minutes of training to decide a 1-point
+difference = (2 runs x mean CPU time of a run) x the seeds that a paired t-test at the
+family's Bonferroni level needs for 80% power at study.target_difference with that SD
+(augvit.stats.seeds_needed); and the same for the difference the regime itself measured. A regime is a set of overrides of params.yaml's `train` and
 `study.train_sizes`. Runs in one process, one after another; the run time excludes Python's
 start-up, which every regime pays alike.
 """
@@ -72,10 +72,14 @@ def summarize(result: dict, base: str, version: str, target: float, m: int) -> d
     acc = {(r["version"], r["seed"]): r["acc"] for r in result["runs"]}
     seeds = sorted({r["seed"] for r in result["runs"]})
     d = np.array([acc[version, s] - acc[base, s] for s in seeds])
-    run_s = float(np.mean([r["seconds"] for r in result["runs"]]))
+    # CPU seconds: the work a run takes, steadier than wall time when the machine is shared
+    run_s = float(np.mean([r.get("cpu_seconds", r["seconds"]) for r in result["runs"]]))
     sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
     n = seeds_needed(sd, target, 0.05, m) if sd > 0 else None
+    own = seeds_needed(sd, abs(float(d.mean())), 0.05, m) if sd > 0 and d.mean() != 0 else None
     return {"diff_pp": round(100 * float(d.mean()), 2), "sd_pp": round(100 * sd, 2),
+            "seeds_for_own_diff": own,
+            "minutes_to_decide_own": None if own is None else round(2 * run_s * own / 60, 1),
             "mean_acc_pct": {v: round(100 * float(np.mean([acc[v, s] for s in seeds])), 2)
                              for v in (base, version)},
             "run_seconds": round(run_s, 1), "seeds_for_80pct": n,
@@ -89,25 +93,50 @@ DESCRIBE = {"last40": "40 epochs, last weights, validated every epoch",
             "ema20_n1000": "1,000 images, 20 epochs, EMA (0.99), validated every 5"}
 
 
+# Regimes that train the very same weights as another (validation changes no weight:
+# tests/test_faults.py); measured on a few seeds for their time, their accuracies checked equal.
+SAME_WEIGHTS = {"last40_val5": "last40"}
+
+
 def table(paths: list[Path]) -> str:
     """The regimes of one or more result files as a Markdown table, fewest minutes first."""
-    rows, seeds, cpus = [], set(), set()
+    found, seeds, cpus = {}, set(), set()
     for path in paths:
         res = json.loads(path.read_text())
-        seeds.add(tuple(res["seeds"]))
         cpus.add(f"{res['cpu']}, {res['threads']} thread(s)")
         for name, r in res["regimes"].items():
-            rows.append((name, r["train_size"], r["summary"]))
+            found[name] = (r, res)
+    rows = []
+    for name, (r, res) in found.items():
+        note = ""
+        if name in SAME_WEIGHTS and SAME_WEIGHTS[name] in found:
+            ref, ref_res = found[SAME_WEIGHTS[name]]
+            acc = {(x["version"], x["seed"]): x["acc"] for x in ref["runs"]}
+            if any(acc.get((x["version"], x["seed"])) != x["acc"] for x in r["runs"]):
+                raise ValueError(f"{name}: its accuracies differ from {SAME_WEIGHTS[name]}'s")
+            cpu = float(np.mean([x["cpu_seconds"] for x in r["runs"]]))
+            merged = dict(ref["summary"], run_seconds=round(cpu, 1))
+            for n_key, key in (("seeds_for_80pct", "minutes_to_decide"),
+                               ("seeds_for_own_diff", "minutes_to_decide_own")):
+                n = merged[n_key]
+                merged[key] = None if n is None else round(2 * cpu * n / 60, 1)
+            r, res = {"train_size": r["train_size"], "summary": merged}, ref_res
+            note = (f" (trains {SAME_WEIGHTS[name]}'s weights: equal on seeds "
+                    f"{' '.join(map(str, sorted({x['seed'] for x in found[name][0]['runs']})))})")
+        seeds.add(tuple(res["seeds"]))
+        rows.append((name + note, r["train_size"], r["summary"]))
     rows.sort(key=lambda r: (r[2]["minutes_to_decide"] is None, r[2]["minutes_to_decide"]))
     out = ["| regime | train images | version_0 - none (pp) | SD of the difference (pp) "
-           "| s a run | seeds for 80% at 1 pp | minutes to decide 1 pp |",
-           "|---|---|---|---|---|---|---|"]
+           "| CPU s a run | seeds for 80% at 1 pp | CPU minutes to decide 1 pp "
+           "| CPU minutes to decide its own difference |",
+           "|---|---|---|---|---|---|---|---|"]
     for name, size, s in rows:
-        out.append(f"| {name}: {DESCRIBE.get(name, '')} | {size:,} | {s['diff_pp']:+.2f} | "
+        out.append(f"| {name.split(' ')[0]}: {DESCRIBE.get(name.split(' ')[0], '')}"
+                   f"{name[len(name.split(' ')[0]):]} | {size:,} | {s['diff_pp']:+.2f} | "
                    f"{s['sd_pp']:.2f} | {s['run_seconds']:.1f} | {s['seeds_for_80pct']} | "
-                   f"{s['minutes_to_decide']} |")
-    out += ["", f"Seeds {', '.join(' '.join(map(str, x)) for x in sorted(seeds))}; "
-            f"{'; '.join(sorted(cpus))}."]
+                   f"{s['minutes_to_decide']} | {s['minutes_to_decide_own']} |")
+    out += ["", f"Seeds {', '.join(' '.join(map(str, x)) for x in sorted(seeds))} of the "
+            f"control and version_0; {'; '.join(sorted(cpus))}."]
     return "\n".join(out) + "\n"
 
 
