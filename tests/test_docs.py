@@ -355,6 +355,18 @@ def test_a_wrong_version_row_is_caught():
     assert "no table row" in first_screen_problems("\n" * 40 + good, params)[0]
 
 
+def test_the_python_versions_the_docs_state_are_the_locks():
+    """README.md and docs/reproducibility.md give the Python versions requirements.in's header
+    says the lock is compiled for."""
+    header = (ROOT / "requirements.in").read_text(encoding="utf-8")
+    m = re.search(r"Python (3\.\d+)-(3\.\d+)", header)
+    assert m, "requirements.in's header no longer names the Python versions of the lock"
+    for name in ("README.md", "docs/reproducibility.md"):
+        said = re.findall(r"Python (3\.\d+) to (3\.\d+)", (ROOT / name).read_text())
+        assert said and set(said) == {m.groups()}, f"{name} gives Python {said}, the lock is " \
+            f"for {m[1]} to {m[2]}"
+
+
 # ------------------------------------------------------------------ figures and their files
 
 # A measured figure: a number with a unit of speed, time, size, share or ratio.
