@@ -44,7 +44,7 @@ VIT_B16 = {"image_size": 224, "patch_size": 16, "hidden_size": 768, "num_hidden_
 
 
 def notebook_transform(size: int) -> T.Compose:
-    """The seed notebook's train transform, per PIL image."""
+    """The notebook's train transform (README.md), per PIL image."""
     return T.Compose([
         T.Resize(size), T.RandomHorizontalFlip(), T.RandomResizedCrop(size),
         T.ColorJitter(0.2, 0.2, 0.2, 0.2), T.GaussianBlur(3), T.RandomGrayscale(0.2),

@@ -1,11 +1,15 @@
 """Helpers of bench/gpu_check.sh (stdlib and `packaging` only: they run before anything else is
-installed, on this machine and on the GPU machine).
+installed, on a machine with network and on the offline GPU node).
 
-    python bench/gpu_check.py wheels DEST          which packages to carry, and fetch their wheels
-    python bench/gpu_check.py size PATH...         MiB that travel (tree + PATHs), refuse > 64
-    python bench/gpu_check.py check-carried DIR    are the carried packages' needs met there?
+    python bench/gpu_check.py wheels DEST NODE_PACKAGES   the wheels the node lacks, into DEST
+    python bench/gpu_check.py size [--limit-mib N] PATH...  MiB of the bundle (tree + PATHs)
+    python bench/gpu_check.py check-carried DIR    are the bundled packages' needs met there?
     python bench/gpu_check.py study-params FILE cuda|cpu   the notebook-shaped study's params
     python bench/gpu_check.py util CSV             summary of an nvidia-smi utilization trace
+
+NODE_PACKAGES is what the node already has: the output of `python3 -m pip list
+--format=freeze` run there (`name==version` lines; bare names are taken as present at any
+version).
 """
 from __future__ import annotations
 
@@ -16,8 +20,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_PACKAGES = ROOT / "bench" / "gpu_machine_packages.txt"
-LIMIT_MIB = 64          # what may travel to the GPU machine in all: tree, wheels and data
 # Needed by dvc (hydra-core) but published as a source archive only: built into a wheel here.
 SDIST_ONLY = ["antlr4-python3-runtime==4.9.3"]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
@@ -28,17 +30,23 @@ def norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def gpu_machine_list() -> list[str]:
-    return [w for line in GPU_PACKAGES.read_text().splitlines()
-            if not line.startswith("#") for w in line.split()]
+def node_list(listing: Path) -> list[str]:
+    """The node's packages as `name==version` or bare `name`, from a `pip list --format=freeze`
+    (or `pip freeze`: a `name @ URL` line counts as `name`)."""
+    if not listing.is_file():
+        sys.exit(f"gpu_check: no list of the node's packages at {listing}: on the node, run "
+                 "`python3 -m pip list --format=freeze > node-packages.txt` and bring it here")
+    words = [w for line in listing.read_text().splitlines()
+             if line.strip() and not line.startswith("#") for w in line.split()]
+    return [w for w in words if w != "@" and "://" not in w and not w.startswith("-")]
 
 
-def gpu_machine_packages() -> set[str]:
-    return {norm(w.split("==")[0]) for w in gpu_machine_list()}
+def node_packages(listing: Path) -> set[str]:
+    return {norm(w.split("==")[0]) for w in node_list(listing)}
 
 
-def gpu_machine_pins() -> list[str]:
-    return [w for w in gpu_machine_list() if "==" in w]
+def node_pins(listing: Path) -> list[str]:
+    return [w for w in node_list(listing) if "==" in w]
 
 
 def wheel_name(path: Path) -> str:
@@ -50,10 +58,10 @@ GPU_PYTHON = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_pl
               "implementation_name": "cpython", "platform_python_implementation": "CPython"}
 
 
-def needed_here() -> list[str]:
-    """The direct dependencies (requirements.in) that the GPU machine lacks, at the versions the
-    lock (requirements.txt) pins for that machine's Python and platform. The lock says every
-    version, so nothing here depends on what this Python has installed."""
+def needed_here(there: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """The direct dependencies (requirements.in) that the node lacks (`there`: what it has), at
+    the versions the lock (requirements.txt) pins for the node's Python and platform. The lock
+    says every version, so nothing here depends on what this Python has installed."""
     try:
         from packaging.requirements import Requirement
     except ImportError:
@@ -66,7 +74,6 @@ def needed_here() -> list[str]:
 
     pins = {norm(r.name): f"{r.name}{r.specifier}" for r in reqs("requirements.txt")
             if r.marker is None or r.marker.evaluate(GPU_PYTHON)}
-    there = gpu_machine_packages()
     missing = [norm(r.name) for r in reqs("requirements.in") if norm(r.name) not in there]
     unpinned = [name for name in missing if name not in pins]
     if unpinned:
@@ -75,33 +82,42 @@ def needed_here() -> list[str]:
     return [pins[name] for name in missing]
 
 
-def fetch_wheels(dest: Path) -> None:
+def direct_dependencies() -> set[str]:
+    lines = (line.split("#")[0].strip() for line in (ROOT / "requirements.in").read_text()
+             .splitlines())
+    return {norm(re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0]) for line in lines
+            if line and not line.startswith("-")}
+
+
+def fetch_wheels(dest: Path, listing: Path) -> None:
+    there = node_packages(listing)
+    wanted = needed_here(there)
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("*.whl"):
         old.unlink()
     pip = [sys.executable, "-m", "pip"]
-    wanted = needed_here()
-    print(f"gpu_check: the GPU machine lacks {', '.join(wanted)}; fetching them and their "
+    print(f"gpu_check: the node lacks {', '.join(wanted) or 'nothing'}; fetching them and their "
           "dependencies for CPython 3.12, manylinux x86_64")
     subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(dest), *SDIST_ONLY], check=True)
     plats = [a for p in PLATFORMS for a in ("--platform", p)]
-    pins = dest / "gpu-machine-pins.txt"
-    pins.write_text("\n".join(gpu_machine_pins()) + "\n")
+    pins = dest / "node-pins.txt"
+    pins.write_text("\n".join(node_pins(listing)) + "\n")
     subprocess.run([*pip, "download", "-q", "--only-binary=:all:", "--find-links", str(dest),
                     "--constraint", str(pins),
                     "--python-version", "3.12", "--implementation", "cp", *plats,
                     "--platform", "any", "-d", str(dest), *wanted], check=True)
-    there = gpu_machine_packages() - capped_needs(dest, gpu_machine_packages())
-    present = sorted(p for p in dest.glob("*.whl") if wheel_name(p) in there)
+    kept = there - capped_needs(dest, there)
+    present = sorted(p for p in dest.glob("*.whl") if wheel_name(p) in kept)
     for p in present:
         p.unlink()
-    (dest / "present-on-gpu-machine.txt").write_text(
-        "".join(f"{wheel_name(p)}\n" for p in present))
+    # what the node itself provides to the project: its copies of the direct dependencies and of
+    # the wheels left out above (the rehearsal installs these, at the node's versions)
+    provided = sorted({wheel_name(p) for p in present} | (direct_dependencies() & kept))
+    (dest / "provided-by-node.txt").write_text("".join(f"{n}\n" for n in provided))
     carried = sorted(dest.glob("*.whl"))
     mib = sum(p.stat().st_size for p in carried) / 2**20
-    print(f"gpu_check: {len(carried)} wheels to carry ({mib:.1f} MiB) in {dest}/; "
-          f"{len(present)} more are already on the GPU machine "
-          f"({dest}/present-on-gpu-machine.txt)")
+    print(f"gpu_check: {len(carried)} wheels to bundle ({mib:.1f} MiB) in {dest}/; the node "
+          f"provides {len(provided)} packages the project uses ({dest}/provided-by-node.txt)")
 
 
 def requires(wheel: Path) -> list[str]:
@@ -115,9 +131,9 @@ def requires(wheel: Path) -> list[str]:
 
 
 def capped_needs(dest: Path, there: set[str]) -> set[str]:
-    """Packages the GPU machine has but that a carried package pins or caps (==, <, <=, ~=):
-    its version there may be too new, so they are carried too (a lower bound alone is taken
-    as met by that machine's recent image; `check-carried` verifies it there)."""
+    """Packages the node has but that a bundled package pins or caps (==, <, <=, ~=): its
+    version there may be too new, so they are bundled too (a lower bound alone is taken as met
+    by the node's own version; `check-carried` verifies it there)."""
     from packaging.requirements import Requirement
     wheels = {wheel_name(p): p for p in dest.glob("*.whl")}
     carried, capped = {n for n in wheels if n not in there}, set()
@@ -134,7 +150,9 @@ def capped_needs(dest: Path, there: set[str]) -> set[str]:
     return capped
 
 
-def travel_size(carried: list[str]) -> None:
+def bundle_size(carried: list[str], limit_mib: float | None) -> None:
+    """Print the bundle's size (working tree + `carried` folders); refuse it over `limit_mib`,
+    the most your way of moving files to the node takes (no limit when None)."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split("\0")
     tree = sum((ROOT / f).stat().st_size for f in files if f and (ROOT / f).is_file())
@@ -142,17 +160,18 @@ def travel_size(carried: list[str]) -> None:
     for c in carried:
         parts[c] = sum(p.stat().st_size for p in (ROOT / c).rglob("*") if p.is_file())
     total = sum(parts.values()) / 2**20
-    print("gpu_check: what travels: " + ", ".join(f"{k} {v / 2**20:.1f} MiB"
-                                                  for k, v in parts.items())
-          + f"; total {total:.1f} MiB (limit {LIMIT_MIB} MiB)")
-    if total > LIMIT_MIB:
-        sys.exit(f"gpu_check: {total:.1f} MiB is over the {LIMIT_MIB} MiB that may travel: carry "
-                 "fewer wheels or a smaller data archive (or raise LIMIT_MIB in "
-                 "bench/gpu_check.py if your transfer allows more).")
+    limit = "no limit" if limit_mib is None else f"limit {limit_mib:g} MiB"
+    print("gpu_check: the bundle: " + ", ".join(f"{k} {v / 2**20:.1f} MiB"
+                                                for k, v in parts.items())
+          + f"; total {total:.1f} MiB ({limit})")
+    if limit_mib is not None and total > limit_mib:
+        sys.exit(f"gpu_check: the bundle is {total:.1f} MiB, over --limit-mib {limit_mib:g}: "
+                 "bundle a smaller data archive, or raise the limit (LIMIT_MIB=N for "
+                 "gpu_check.sh) if your way to the node takes more.")
 
 
 def check_carried(site: Path) -> None:
-    """Every requirement of every carried package is met by what is importable now."""
+    """Every requirement of every bundled package is met by what is importable now."""
     from importlib.metadata import PackageNotFoundError, distribution, distributions
     from packaging.requirements import Requirement
     carried = {norm(d.metadata["Name"]) for d in distributions(path=[str(site)])}
@@ -170,14 +189,14 @@ def check_carried(site: Path) -> None:
             if req.specifier and not req.specifier.contains(have, prereleases=True):
                 problems.append(f"{name} needs {req}, but {req.name} {have} is installed")
     if problems:
-        sys.exit("gpu_check: the carried packages' needs are not met:\n  " +
-                 "\n  ".join(problems) + "\nRerun `bash bench/gpu_check.sh prepare` after "
-                 "updating bench/gpu_machine_packages.txt.")
+        sys.exit("gpu_check: the bundled packages' needs are not met:\n  " +
+                 "\n  ".join(problems) + "\nRerun `bash bench/gpu_check.sh prepare` with a "
+                 "fresh list of the node's packages (NODE_PACKAGES).")
     print(f"gpu_check: {len(carried)} carried packages, all their requirements met")
 
 
 def study_params(path: Path, device: str) -> None:
-    """The seed notebook's setting (random init: no weights can be downloaded there), one
+    """The notebook's setting (README.md; random init: the node cannot download weights), one
     epoch; on a machine without CUDA a rehearsal size of it, same code paths."""
     import yaml
     p = yaml.safe_load(path.read_text())
@@ -199,6 +218,9 @@ def study_params(path: Path, device: str) -> None:
           f"train {json.dumps(p['train'])}, study {json.dumps(p['study'])}")
 
 
+BUSY_PERCENT = 90     # a sample at or above this utilization counts as a busy GPU
+
+
 def util_summary(csv: Path) -> None:
     rows = []
     for line in csv.read_text().splitlines():
@@ -212,18 +234,33 @@ def util_summary(csv: Path) -> None:
     idle_mem = min(m for _, m in rows)
     busy = [u for u, m in rows if m > idle_mem + 512]      # a process holds the GPU
     def mean(x): return sum(x) / max(1, len(x))
+    share = mean([u >= BUSY_PERCENT for u in busy])
     print(f"GPU utilization, {len(rows)} samples every 0.5 s: mean {mean(util):.1f}%; while a "
           f"process held GPU memory ({len(busy)} samples): mean {mean(busy):.1f}%, "
-          f"share >= 90%: {sum(u >= 90 for u in busy) / max(1, len(busy)):.0%}; "
+          f"share >= {BUSY_PERCENT}%: {share:.0%}; "
           f"peak memory {max(m for _, m in rows)} MiB")
+
+
+def mib_limit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        sys.exit(f"gpu_check: --limit-mib takes a number of MiB above 0, got {text!r}")
+    return value
 
 
 def main() -> None:
     cmd, *args = sys.argv[1:] or ["help"]
-    if cmd == "wheels":
-        fetch_wheels(Path(args[0]))
+    if cmd == "wheels" and len(args) == 2:
+        fetch_wheels(Path(args[0]), Path(args[1]))
     elif cmd == "size":
-        travel_size(args)
+        limit = None
+        if args[:1] == ["--limit-mib"]:
+            limit = mib_limit(args[1] if len(args) > 1 else "")
+            args = args[2:]
+        bundle_size(args, limit)
     elif cmd == "check-carried":
         check_carried(Path(args[0]))
     elif cmd == "study-params":

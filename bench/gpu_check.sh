@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
-# The GPU checks for a machine without network (not part of CI; docs/gpu.md):
+# The check of an offline GPU node: a bundle of wheels and data, then a short run of the whole
+# pipeline there (not part of CI; docs/gpu.md):
 #
-#   bash bench/gpu_check.sh prepare    WITH NETWORK: the wheels the GPU machine lacks -> .whl/,
-#                                      the data archive -> .gpudata/, and the size of what
-#                                      will travel
-#   bash bench/gpu_check.sh run        ON THE GPU MACHINE: install the carried wheels, then the
-#                                      notebook-shaped study through `dvc repro` with an
-#                                      nvidia-smi trace, the unit tests, the benchmark's GPU
-#                                      rows; all results in $OUT (each step has a time limit)
-#   bash bench/gpu_check.sh rehearse   BEFORE THAT, HERE: `run` on the CPU, in a Python 3.12 venv
-#                                      holding only what the GPU machine holds, in a copy of the
-#                                      tree as it travels (no .git); steps that need CUDA say so
+#   NODE_PACKAGES=FILE bash bench/gpu_check.sh prepare
+#                       WITH NETWORK: the wheels the node lacks -> .whl/, the data archive ->
+#                       .gpudata/, and the bundle's size (refused over LIMIT_MIB, if set).
+#                       FILE: `python3 -m pip list --format=freeze` as run on the node
+#   bash bench/gpu_check.sh run
+#                       ON THE NODE: install the bundled wheels, then the notebook-shaped study
+#                       through `dvc repro` with an nvidia-smi trace, the unit tests, the
+#                       benchmark's GPU rows; all results in $OUT (each step has a time limit)
+#   bash bench/gpu_check.sh rehearse
+#                       BEFORE THAT, HERE: `run` on the CPU, in a Python 3.12 venv holding only
+#                       what the node provides, in a copy of the bundle (no .git); steps that
+#                       need CUDA say so
 #
-# Copy the working tree with .whl/ and .gpudata/ to the GPU machine, then run
+# Copy the working tree with .whl/ and .gpudata/ to the node, then run
 # `bash bench/gpu_check.sh run` there.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
+DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}     # a local copy of CIFAR-10 (params.yaml's first source)
+NODE_PACKAGES=${NODE_PACKAGES:-node-packages.txt}
+LIMIT_MIB=${LIMIT_MIB:-}
 SITE=${SITE:-${TMPDIR:-/var/tmp}/augvit-site}
 FAILED=()
 
@@ -32,10 +37,10 @@ step() {    # step NAME SECONDS CMD...: run, time, and record a failure without 
 }
 
 prepare() {
-  python bench/gpu_check.py wheels .whl || exit 1
+  python bench/gpu_check.py wheels .whl "$NODE_PACKAGES" || exit 1
   [ -f "$DATA" ] || { echo "gpu_check: no data archive at $DATA (set DATA=...)"; exit 1; }
   mkdir -p .gpudata && cp "$DATA" .gpudata/cifar10-jpeg.tar.gz
-  python bench/gpu_check.py size .whl .gpudata || exit 1
+  python bench/gpu_check.py size ${LIMIT_MIB:+--limit-mib "$LIMIT_MIB"} .whl .gpudata || exit 1
 }
 
 run() {
@@ -43,13 +48,13 @@ run() {
   mkdir -p "$OUT"
   exec > >(tee -a "$OUT/check.log") 2>&1
   export DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
-  [ -d .whl ] && [ -d .gpudata ] || { echo "gpu_check: carry .whl and .gpudata (prepare)"; exit 1; }
-  say "install the carried wheels into $SITE"
+  [ -d .whl ] && [ -d .gpudata ] || { echo "gpu_check: bring .whl and .gpudata (prepare)"; exit 1; }
+  say "install the bundled wheels into $SITE"
   rm -rf "$SITE"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" .whl/*.whl || { echo "gpu_check: wheel install failed"; exit 1; }
   export PYTHONPATH="$SITE" PATH="$SITE/bin:$PATH"
-  # dvc.yaml runs `python -m stages...`; that machine may only have `python3`
+  # dvc.yaml runs `python -m stages...`; the node may only have `python3`
   command -v python >/dev/null || ln -s "$(command -v python3)" "$SITE/bin/python"
   python3 bench/gpu_check.py check-carried "$SITE" || exit 1
   local dev
@@ -66,7 +71,7 @@ print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else
   cp params.yaml .dvc/config "$keep/"
   step "study params (notebook-shaped, $dev)" 30 \
     python3 bench/gpu_check.py study-params params.yaml "$dev"
-  [ -d .git ] || dvc config core.no_scm true    # the device gets the tree without .git
+  [ -d .git ] || dvc config core.no_scm true    # the bundle holds the tree without .git
   local smi=""
   if [ "$dev" = cuda ]; then
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader \
@@ -83,7 +88,7 @@ print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else
     python3 bench/gpu_check.py util "$OUT/gpu-util.csv" | tee "$OUT/util-summary.txt"
   fi
   cp "$keep/params.yaml" params.yaml && cp "$keep/config" .dvc/config
-  step "unit tests under this machine's versions" 100 \
+  step "unit tests under the node's versions" 100 \
     python3 -m pytest -m "not e2e" -q -p no:cacheprovider
   if [ "$dev" = cuda ]; then
     step "benchmark, GPU rows" 150 python3 -m bench.bench --device cuda --no-repro \
@@ -104,18 +109,18 @@ print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else
 
 rehearse() {
   local venv=${VENV:-.venv-gpu} tree=${TREE:-$(mktemp -d)/rehearsal}
-  [ -f .whl/present-on-gpu-machine.txt ] || prepare
+  [ -f .whl/provided-by-node.txt ] || prepare
   if [ ! -x "$venv/bin/python3" ]; then
-    say "a Python 3.12 venv with what the GPU machine holds, in $venv"
+    say "a Python 3.12 venv with what the node provides, in $venv"
     local py312=${PY312:-python3.12}
     "$py312" --version >/dev/null 2>&1 || py312=$(ls ~/.pyenv/versions/3.12*/bin/python3.12 | head -1)
     "$py312" -m venv "$venv" || exit 1
     "$venv/bin/python3" -m pip install -q --upgrade pip
-    "$venv/bin/python3" -m pip install -q torch==2.11.0 torchvision==0.26.0 lightning==2.6.6 \
-      transformers==5.17.0 torchmetrics==1.9.0 scipy matplotlib pyyaml tqdm pillow timm pytest \
-      packaging $(cat .whl/present-on-gpu-machine.txt) -c .whl/gpu-machine-pins.txt || exit 1
+    # the node's own copies of what the project uses, at the node's versions
+    "$venv/bin/python3" -m pip install -q packaging $(cat .whl/provided-by-node.txt) \
+      -c .whl/node-pins.txt || exit 1
   fi
-  say "a copy of the tree as it travels to the GPU machine (no .git), with .whl and .gpudata"
+  say "a copy of the bundle as the node gets it (no .git): the tree, .whl and .gpudata"
   rm -rf "$tree" && mkdir -p "$tree/tree"
   git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$tree/tree"
   cp -r .whl .gpudata "$tree/tree/"
@@ -132,5 +137,5 @@ case "${1:-}" in
   prepare) prepare ;;
   run) run ;;
   rehearse) rehearse ;;
-  *) sed -n '2,16p' "$0"; exit 2 ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
 esac

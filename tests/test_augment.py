@@ -57,7 +57,7 @@ def random_grayscale(x: torch.Tensor, g: torch.Generator, p: float) -> torch.Ten
 # ------------------------------------------------------------------ the one input path
 
 def test_empty_recipe_is_exactly_the_eval_input():
-    """The seed notebook normalized eval inputs but not train inputs: never again."""
+    """The notebook (README.md) normalized eval inputs but not train inputs: never again."""
     x = batch(4)
     eval_in = build_inputs(x, {}, 64, MEAN, STD)
     train_in = build_inputs(x, {}, 64, MEAN, STD, gen())

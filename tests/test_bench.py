@@ -84,3 +84,38 @@ def test_gpu_check_takes_versions_from_the_lock_not_from_the_installed_packages(
                           text=True)                  # -S: no site-packages, as outside the venv
     assert bare.returncode != 0 and "needs the `packaging` module" in bare.stderr, bare.stderr
     assert "Traceback" not in bare.stderr
+
+
+def run_gpu_check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench/gpu_check.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_gpu_check_reads_the_nodes_package_list_and_leaves_out_what_it_has(tmp_path):
+    """The node's packages come from its own `pip list --format=freeze` (or `pip freeze`),
+    given by the user: what it has is not bundled, and its versions pin the rest."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench/gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    listing = tmp_path / "node-packages.txt"
+    listing.write_text("# a node\nTorch==2.11.0\nnumpy==2.5.2\nlocal_pkg @ file:///opt/x.whl\n"
+                       "-e git+https://example.org/r.git#egg=r\npytest\n")
+    assert gpu_check.node_packages(listing) == {"torch", "numpy", "local-pkg", "pytest"}
+    assert gpu_check.node_pins(listing) == ["Torch==2.11.0", "numpy==2.5.2"]
+    wanted = {w.split("=")[0].rstrip("<>!~") for w in
+              gpu_check.needed_here(gpu_check.node_packages(listing))}
+    assert "dvc" in wanted and not wanted & {"torch", "numpy", "pytest"}
+    r = run_gpu_check("wheels", str(tmp_path / "whl"), str(tmp_path / "missing.txt"))
+    assert r.returncode != 0 and "missing.txt" in r.stderr and "pip list --format=freeze" in \
+        r.stderr and not (tmp_path / "whl").exists()
+
+
+def test_gpu_check_bundle_limit_is_an_option():
+    """No limit unless one is given; over the given limit the bundle is refused by name."""
+    free = run_gpu_check("size", "bench")
+    assert free.returncode == 0 and "no limit" in free.stdout, free.stderr
+    tight = run_gpu_check("size", "--limit-mib", "0.01", "bench")
+    assert tight.returncode != 0 and "over --limit-mib 0.01" in tight.stderr, tight.stderr
+    bad = run_gpu_check("size", "--limit-mib", "lots", "bench")
+    assert bad.returncode != 0 and "'lots'" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,4 +1,4 @@
-"""End to end through `dvc exp run`: the study's axes and the seed notebook's GPU preset, on tiny
+"""End to end through `dvc exp run`: the study's axes and the notebook's GPU preset, on tiny
 generated data (the real DVC, Lightning and transformers; no download)."""
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ def test_a_new_train_size_trains_only_that_size(tmp_path):
         r.stdout + r.stderr, r.stdout + r.stderr
 
 
-def test_the_seed_notebooks_gpu_preset_runs_end_to_end(tmp_path):
-    """The seed-study command of docs/gpu.md (the ViT-B/16 shape: patch 16, 224x224 input, frozen
+def test_the_notebooks_gpu_preset_runs_end_to_end(tmp_path):
+    """The notebook-setting command of docs/gpu.md (the ViT-B/16 shape: patch 16, 224x224 input, frozen
     backbone) with `model.pretrained` a local save_pretrained folder of a randomly initialised
     ViT-B/16 config, on a few hundred images, one epoch: the pretrained-folder path, the 224
     resample and the frozen backbone through the whole pipeline."""
@@ -64,7 +64,7 @@ def test_the_seed_notebooks_gpu_preset_runs_end_to_end(tmp_path):
         .save_pretrained(vit)
     proj = new_project(tmp_path, 20, 5)
     # the control and the grayscale contrast's pair: each version is one more ViT-B/16 to train
-    out = sh(proj, "dvc", "exp", "run", "-n", "seed-study",
+    out = sh(proj, "dvc", "exp", "run", "-n", "notebook-setting",
              "-S", "study.versions=[none,version_1,version_2]",
              "-S", f"model.pretrained={vit}", "-S", "model.image_size=224",
              "-S", "model.patch_size=16", "-S", "study.backbones=[frozen]",
