@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from augvit.environment import machine_key
 from augvit.layout import BACKBONE_LABELS
+from augvit.text import md
 
 READING_START, READING_END = "<!-- reading:start -->", "<!-- reading:end -->"
 
@@ -37,7 +38,7 @@ def primary_analysis(a: dict, n_test: int | None) -> list[str]:
     return [
         "## Primary analysis", "",
         f"Fixed before the results. The outcome is each run's accuracy on {images}. Each "
-        f"version is compared with `{a['baseline']}`, and each named contrast a - b is "
+        f"version is compared with {md(a['baseline'])}, and each named contrast a - b is "
         "compared too, as the mean of per-seed differences (one seed: the same training "
         "subset, initialization and data order for every version), by a two-sided paired "
         f"t-test across seeds, Holm-adjusted over the family of all {a['family_size']} "
@@ -59,12 +60,12 @@ def reading(a: dict) -> list[str]:
     lines = ["## Reading", "", READING_START]
     for c in a["comparisons"]:
         v = c["verdict"]
-        lines.append(f"- **{c['name']}{_where(c, many)}: {v['verdict']}.** {v['reason']}")
+        lines.append(f"- **{md(c['name'])}{_where(c, many)}: {v['verdict']}.** {v['reason']}")
     return lines + [READING_END, ""]
 
 
 def accuracy_table(a: dict) -> list[str]:
-    base = a["baseline"]
+    base = md(a["baseline"])
     lines = ["## Test accuracy (%)", "",
              f"Mean over seeds and 95% CI of the mean (Student's t); difference to {base} "
              "(pp), its paired 95% CI, p and Holm-adjusted p.", "",
@@ -79,7 +80,7 @@ def accuracy_table(a: dict) -> list[str]:
             f"{100 * d['mean']:+.2f}", _ci(d), _p(d["p_value"]), _p(d["p_holm"]),
             verdicts[(g["version"], g["backbone"], g["train_size"])])
         loss = f"{g['test_loss']['mean']:.4f}" if "test_loss" in g else "n/a"
-        lines.append(f"| {g['version']} | {BACKBONE_LABELS[g['backbone']]} | "
+        lines.append(f"| {md(g['version'])} | {BACKBONE_LABELS[g['backbone']]} | "
                      f"{g['train_size']} | {acc['n']} | {_pct(acc['mean'])} | {_ci(acc)} | "
                      f"{loss} | " + " | ".join(diff) + " |")
     return lines + [""]
@@ -95,7 +96,7 @@ def contrast_table(a: dict) -> list[str]:
              "| verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for c in rows:
         d = c["diff"]
-        lines.append(f"| {c['name']} | {c['a']} - {c['b']} | {BACKBONE_LABELS[c['backbone']]} "
+        lines.append(f"| {md(c['name'])} | {md(c['a'])} - {md(c['b'])} | {BACKBONE_LABELS[c['backbone']]} "
                      f"| {c['train_size']} | {100 * d['mean']:+.2f} | {_ci(d)} | "
                      f"{_p(d['p_value'])} | {_p(d['p_holm'])} | {c['verdict']['verdict']} |")
     return lines + [""]
@@ -116,10 +117,10 @@ def power_table(a: dict) -> list[str]:
     for c in a["comparisons"]:
         pw = c["power"]
         if pw is None:
-            lines.append(f"| {c['name']}{_where(c, many)} | n/a | n/a | n/a | n/a | n/a |")
+            lines.append(f"| {md(c['name'])}{_where(c, many)} | n/a | n/a | n/a | n/a | n/a |")
             continue
         need = pw["seeds_needed"] or "> 1000"
-        lines.append(f"| {c['name']}{_where(c, many)} | {100 * pw['sd']:.2f} | "
+        lines.append(f"| {md(c['name'])}{_where(c, many)} | {100 * pw['sd']:.2f} | "
                      f"{pw['at_target']:.0%} | {100 * pw['min_detectable']:.2f} pp | {need} | "
                      f"{pw['rerun']['same_direction']:.0%} |")
     return lines + [""]
@@ -141,7 +142,7 @@ def images_table(a: dict) -> list[str]:
     for c in rows:
         boot, comp = c["images"]["bootstrap"], c["images"]["components"]
         share = comp["seeds"] / max(comp["se"] ** 2, 1e-300)
-        lines.append(f"| {c['name']}{_where(c, many)} | {100 * c['diff']['mean']:+.2f} | "
+        lines.append(f"| {md(c['name'])}{_where(c, many)} | {100 * c['diff']['mean']:+.2f} | "
                      f"{_ci(c['diff'])} | [{_pct(boot['ci95'][0])}, {_pct(boot['ci95'][1])}] "
                      f"| {100 * comp['se']:.2f} | {share:.0%} |")
     return lines + [""]
@@ -156,7 +157,7 @@ def frozen_table(a: dict) -> list[str]:
              "| version | train images | diff (pp) | 95% CI | p |", "|---|---|---|---|---|"]
     for g in frozen:
         d = g["acc_diff_frozen_vs_finetuned"]
-        lines.append(f"| {g['version']} | {g['train_size']} | {100 * d['mean']:+.2f} "
+        lines.append(f"| {md(g['version'])} | {g['train_size']} | {100 * d['mean']:+.2f} "
                      f"| {_ci(d)} | {_p(d['p_value'])} |")
     return lines + [""]
 
@@ -178,9 +179,11 @@ def render_environments(environments: dict[str, dict]) -> str:
     lines += ["", "| runs | device | threads | precision | torch | transformers | lightning "
               "| python | augvit |", "|---|---|---|---|---|---|---|---|---|"]
     for ids in kinds.values():
-        env = environments[ids[0]]
+        env = {k: md(v) for k, v in environments[ids[0]].items()
+               if v is not None and k != "cpu_flags"}
+        flags = ", ".join(md(f) for f in environments[ids[0]].get("cpu_flags", []))
         device = env.get("gpu") and f"{env['gpu']} (CUDA {env.get('cuda')})" or \
-            f"{env.get('cpu', 'unknown')} ({', '.join(env.get('cpu_flags', [])) or 'no flags'})"
+            f"{env.get('cpu', 'unknown')} ({flags or 'no flags'})"
         lines.append(f"| {len(ids)} | {device} | {env.get('threads', '?')} | "
                      f"{env.get('precision', '?')} | "
                      f"{env.get('torch', '?')} | {env.get('transformers', '?')} | "

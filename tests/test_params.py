@@ -116,8 +116,8 @@ def test_op_set_false_is_off_for_every_version():
     ("aug__erasing", {"p": 0.25, "scale": [0.02, 0.33], "ratio": [0.3, 3.3], "value": 0},
      r"aug\.erasing\.value: got 0; allowed: random"),
     ("aug__mixup", {"alpha": 0}, r"aug\.mixup\.alpha: got 0; allowed: a number > 0"),
-    ("versions", {"v 1": ["hflip"]}, r"versions\.v 1: invalid version name"),
-    ("versions", {"v-1": ["hflip"]}, r"versions\.v-1: invalid version name"),
+    ("versions", {"v 1": ["hflip"]}, r"versions: invalid version name 'v 1'"),
+    ("versions", {"v-1": ["hflip"]}, r"versions: invalid version name 'v-1'"),
 ])
 def test_each_bad_value_is_named_with_what_is_allowed(key, value, expect):
     problems = problems_of(with_changes(**{key: value}))
