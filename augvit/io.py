@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from augvit.text import printable
+
 TMP_MARK = ".tmp-"
 
 
@@ -96,7 +98,8 @@ def user_errors(stage: str) -> Iterator[None]:
     try:
         yield
     except (StageError, FileNotFoundError) as e:
-        print(f"\nerror in stage {stage}: {e}", file=sys.stderr)
+        # printable: a message may quote text from outside (a file name, a header, a value)
+        print(f"\nerror in stage {stage}: {printable(e)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -36,6 +36,7 @@ from augvit.data.sources import EncodedSplit, Limits, unpack
 from augvit.data.subsets import interleave
 from augvit.io import StageError, atomic_path, load_arrays, load_json, save_arrays, save_json
 from augvit.params import DataParams
+from augvit.text import printable
 
 MAX_SKIPPED_FRACTION = 0.01
 CHUNK = 2000
@@ -138,10 +139,10 @@ def decode_split(raw_dir: Path, split: str, classes: list[str], size: int,
     bad = [enc.names[k] for k, d in enumerate(decoded) if d is None]
     if bad:
         print(f"prepare: {len(bad)} image(s) in {split} could not be decoded and were skipped: "
-              f"{', '.join(bad[:10])}{' …' if len(bad) > 10 else ''}")
+              f"{', '.join(printable(b) for b in bad[:10])}{' …' if len(bad) > 10 else ''}")
     if len(bad) > MAX_SKIPPED_FRACTION * len(decoded):
         raise PrepareError(f"prepare: {len(bad)} of {len(decoded)} images in {split} cannot be "
-                           f"decoded (first: {bad[0]}); more than {MAX_SKIPPED_FRACTION:.0%} means "
+                           f"decoded (first: {bad[0]!r}); more than {MAX_SKIPPED_FRACTION:.0%} means "
                            "the data copy is broken. Fetch a fresh copy of data.source and rerun.")
     keep = [k for k, d in enumerate(decoded) if d is not None]
     images = (np.stack([decoded[k] for k in keep]) if keep
