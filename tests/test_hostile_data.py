@@ -302,7 +302,9 @@ def test_zip_members_it_cannot_read_safely_are_refused_by_name(tmp_path, how, fi
 
 def test_a_zip_member_that_fails_to_inflate_is_named(tmp_path):
     folder = small_folder(tmp_path)
-    src = zip_with_zeros(folder, tmp_path / "d.zip", "train/frog/z.png", 1 << 20)
+    src = pack(folder, tmp_path / "d.zip")
+    with zipfile.ZipFile(src, "a", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("train/frog/z.png", os.urandom(1 << 20))
     with zipfile.ZipFile(src) as zf:
         info = zf.getinfo("train/frog/z.png")
     data = bytearray(src.read_bytes())
@@ -582,3 +584,70 @@ def test_a_raw_array_claiming_more_than_the_total_limit_is_not_loaded(tmp_path):
                                            r"than data.max_total_mb = 10 MB allows"):
         decode.prepare(data_params(val_fraction=0.25, max_total_mb=10), tmp_path / "raw",
                        tmp_path / "prep")
+
+
+# ------------------------------------------------------------------ bombs, round two
+PEAK_MB = 700          # what any hostile source may cost download, at most
+
+
+def overlapping_zip(out: Path, name: str, size: int, entries: int) -> Path:
+    """One deflate stream of `size` zeros that `entries` central-directory entries all point
+    at (the "better zip bomb"): each entry is under the image limit, together they are not."""
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = b"".join(z.compress(bytes(1 << 20)) for _ in range(size >> 20)) + z.flush()
+    crc = zlib.crc32(bytes(size))
+    fname = name.encode()
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(data), size,
+                        len(fname), 0) + fname
+    central = b"".join(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc,
+                                   len(data), size, len(fname), 0, 0, 0, 0, 0, 0) + fname
+                       for _ in range(entries))
+    eocd = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, entries, entries, len(central),
+                       len(local) + len(data), 0)
+    out.write_bytes(local + data + central + eocd)
+    return out
+
+
+def test_zip_entries_that_share_their_data_are_refused_before_inflating(tmp_path):
+    """20 entries of one 40 MB stream of zeros, 40 KB on disk: 800 MB kept before."""
+    src = overlapping_zip(tmp_path / "overlap.zip", "train/cat/x.png", 40 << 20, 20)
+    assert src.stat().st_size < 100_000
+    with zipfile.ZipFile(src) as zf:                 # the premise: zipfile reads it as 20
+        assert len(zf.infolist()) == 20 and zf.read(zf.infolist()[5]) == bytes(40 << 20)
+    text, peak_mb = peak_of_fetch(src, tmp_path / "raw")
+    assert text.startswith("refused:") and "member 'train/cat/x.png' starts inside the data " \
+        "of the member before it" in text, text
+    assert peak_mb < PEAK_MB, peak_mb
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_zip_member_claiming_over_100x_its_compressed_size_is_refused_uninflated(tmp_path):
+    folder = small_folder(tmp_path)
+    src = zip_with_zeros(folder, tmp_path / "ratio.zip", "train/cat/z.png", 40 << 20)
+    text, peak_mb = peak_of_fetch(src, tmp_path / "raw")
+    assert text.startswith("refused:") and "member 'train/cat/z.png' claims 41,943,040 bytes " \
+        "from" in text and "over 100x" in text, text
+    assert peak_mb < PEAK_MB, peak_mb
+
+
+def test_a_member_name_of_500000_characters_is_refused_by_its_length(tmp_path):
+    """The names array is as wide as the longest name, for every image: 306 MB before."""
+    folder = small_folder(tmp_path)
+    name = "train/cat/" + "n" * 500_000 + ".png"
+    src = tar_with(folder, tmp_path / "long.tar.gz",
+                   [(_info(name, 100), bytes(100))])
+    text, peak_mb = peak_of_fetch(src, tmp_path / "raw")
+    assert text.startswith("refused:") and "a member's name is 500,014 characters long" in \
+        text and "over the 1024 allowed" in text, text
+    assert peak_mb < PEAK_MB, peak_mb
+
+
+def test_a_folder_1100_levels_deep_is_named_not_a_recursion_error(tmp_path):
+    folder = small_folder(tmp_path)
+    deep = folder / "train" / "cat"
+    for _ in range(1100):                  # os.makedirs itself recurses
+        deep = deep / "d"
+        deep.mkdir()
+    with pytest.raises(SourceError, match=r"'train/cat/d/d/d/.*lies more than 64 folders deep"):
+        fetch(str(folder), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
