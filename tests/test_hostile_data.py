@@ -645,9 +645,42 @@ def test_a_member_name_of_500000_characters_is_refused_by_its_length(tmp_path):
 def test_a_folder_1100_levels_deep_is_named_not_a_recursion_error(tmp_path):
     folder = small_folder(tmp_path)
     deep = folder / "train" / "cat"
-    for _ in range(1100):                  # os.makedirs itself recurses
+    for _ in range(1100):                  # os.makedirs (and rmtree) recurse: not used here
         deep = deep / "d"
         deep.mkdir()
-    with pytest.raises(SourceError, match=r"'train/cat/d/d/d/.*lies more than 64 folders deep"):
-        fetch(str(folder), tmp_path / "raw")
-    assert not (tmp_path / "raw").exists()
+    try:
+        with pytest.raises(SourceError, match=r"'train/cat/d/d/d/.*lies more than 64 folders "
+                                              r"deep"):
+            fetch(str(folder), tmp_path / "raw")
+        assert not (tmp_path / "raw").exists()
+    finally:
+        while deep != folder / "train" / "cat":
+            deep.rmdir()
+            deep = deep.parent
+
+
+def peak_of_decode(blob: bytes, tmp_path: Path) -> tuple[str, float]:
+    """decode_one(blob) at the default limits in a fresh process: (outcome, peak RSS in MB)."""
+    (tmp_path / "blob").write_bytes(blob)
+    code = ("import re, sys\nfrom augvit.data.decode import PrepareError, decode_one\n"
+            "try:\n    decode_one(open(sys.argv[1], 'rb').read(), 32, 'big16.png'); "
+            "print('decoded')\n"
+            "except PrepareError as e:\n    print('refused:', e)\n"
+            "status = open('/proc/self/status').read()\n"
+            "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', status)[1]) / 1024)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "blob")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    text, peak = run.stdout.rsplit("\n", 2)[-3:-1]
+    return text, float(peak)
+
+
+def test_a_16_bit_png_is_held_to_the_decode_budget_in_bytes(tmp_path):
+    """6000 x 6000 16-bit grey: 36 M pixels, under data.max_image_pixels (40 M), but 16-bit
+    pixels cost 12 bytes each to decode (18 before), not an 8-bit pixel's 4."""
+    blob = png(6000, 6000, 16, 0, itertools.repeat(bytes(12000), 6000))
+    text, peak_mb = peak_of_decode(blob, tmp_path)
+    assert text.startswith("refused:") and "'big16.png' is a 16-bit PNG image of 6000 x 6000: " \
+        "decoding it takes 12 bytes a pixel, 432 MB, over the 160 MB that " \
+        "data.max_image_pixels = 40,000,000 8-bit pixels may take" in text, text
+    assert peak_mb < PEAK_MB, peak_mb
