@@ -684,3 +684,56 @@ def test_a_16_bit_png_is_held_to_the_decode_budget_in_bytes(tmp_path):
         "decoding it takes 12 bytes a pixel, 432 MB, over the 160 MB that " \
         "data.max_image_pixels = 40,000,000 8-bit pixels may take" in text, text
     assert peak_mb < PEAK_MB, peak_mb
+
+
+# ------------------------------------------------------------------ local hub copies
+def hub_folder(tmp_path: Path, monkeypatch, readme: str | None = None) -> Path:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    parquet_split(hub / "train.parquet", 4, 1)
+    parquet_split(hub / "test.parquet", 2, 2)
+    if readme:
+        (hub / "README.md").write_text(readme)
+    return hub
+
+
+@pytest.mark.parametrize("path", ["../elsewhere.parquet", "ABSOLUTE", "data/../../elsewhere*"])
+def test_a_readme_naming_data_files_outside_the_folder_is_refused(tmp_path, monkeypatch, path):
+    """The README's configs name the files `datasets` reads: here one outside the folder."""
+    parquet_split(tmp_path / "elsewhere.parquet", 6, 3)
+    path = str(tmp_path / "elsewhere.parquet") if path == "ABSOLUTE" else path
+    hub = hub_folder(tmp_path, monkeypatch, "---\nconfigs:\n- config_name: default\n"
+                     "  data_files:\n  - split: train\n    path: " + path + "\n"
+                     "  - split: test\n    path: test.parquet\n---\n# a dataset\n")
+    with pytest.raises(SourceError, match=r"its README's data_files name .* for 'train': data "
+                                          r"files are read from inside the dataset folder only"):
+        fetch(str(hub), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_readme_naming_files_inside_the_folder_is_followed(tmp_path, monkeypatch):
+    hub = hub_folder(tmp_path, monkeypatch, "---\nconfigs:\n- config_name: default\n"
+                     "  data_files:\n  - split: train\n    path: test.parquet\n"
+                     "  - split: test\n    path: test.parquet\n---\n")
+    assert fetch(str(hub), tmp_path / "raw")["counts"] == {"train": 2, "test": 2}
+
+
+def test_a_parquet_column_chunk_claiming_gigabytes_is_refused_from_its_footer(tmp_path,
+                                                                              monkeypatch):
+    """270 MB of zeros in one column chunk, zstd: a few KB on disk, decompressed whole. (Its
+    footer tells; a dictionary-encoded column's decoded size it does not: docs/security.md.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    hub = hub_folder(tmp_path, monkeypatch)
+    column = pa.repeat(pa.scalar(bytes(1_000_000), pa.binary()), 270)
+    pq.write_table(pa.table({"pad": column}), hub / "train-bomb.parquet", compression="zstd",
+                   row_group_size=270, use_dictionary=False)
+    del column
+    assert (hub / "train-bomb.parquet").stat().st_size < 1_000_000
+    text, peak_mb = peak_of_fetch(hub, tmp_path / "raw")
+    assert text.startswith("refused:") and "'train-bomb.parquet', row group 0, column 'pad': " \
+        "decompresses to 270,0" in text and "over the 256 MB one column chunk may take" in \
+        text, text
+    assert peak_mb < PEAK_MB, peak_mb
