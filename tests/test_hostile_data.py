@@ -737,3 +737,20 @@ def test_a_parquet_column_chunk_claiming_gigabytes_is_refused_from_its_footer(tm
         "decompresses to 270,0" in text and "over the 256 MB one column chunk may take" in \
         text, text
     assert peak_mb < PEAK_MB, peak_mb
+
+
+def test_prepare_prints_a_hostile_file_name_as_visible_text(tmp_path, capfd):
+    """An image file name that is not UTF-8 and holds terminal escapes, not decodable: prepare
+    names it among the skipped images, and the terminal sees text, not escapes."""
+    folder = make_image_folder(tmp_path / "imgs", n_train=120, n_test=2, odd_images=False)
+    evil = os.fsencode(folder / "train" / "cat") + b"/\x1b]0;owned\x07\x1b[2J\xff.png"
+    with open(evil, "wb") as f:
+        f.write(b"not an image")
+    fetch(str(folder), tmp_path / "raw")
+    capfd.readouterr()
+    decode.prepare(data_params(image_size=8, val_fraction=0.25), tmp_path / "raw",
+                   tmp_path / "prepared")
+    out = capfd.readouterr().out
+    assert "could not be decoded and were skipped" in out, out
+    assert "\x1b" not in out and "\x07" not in out and "\udcff" not in out
+    assert "\\x1b]0;owned\\x07\\x1b[2J\\xff.png" in out, out
