@@ -452,11 +452,20 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ParamsError([f"not valid YAML: {e}"], path) from None
+    except RecursionError:
+        raise ParamsError([DEEP], path) from None
     if expanded_size(raw, MAX_NODES) > MAX_NODES:
         raise ParamsError([f"with its YAML aliases (&name / *name) expanded, it holds more "
                            f"than {MAX_NODES} values; write the values out, without nested "
                            "aliases"], path)
-    return parse_params(raw, path)
+    try:
+        return parse_params(raw, path)
+    except RecursionError:
+        raise ParamsError([DEEP], path) from None
+
+
+DEEP = ("its lists or mappings nest deeper than Python parses (params.yaml needs four levels); "
+        "write the values out flat")
 
 
 class CheckParams(argparse.Action):

@@ -228,3 +228,13 @@ def test_keys_and_values_from_outside_reach_the_terminal_as_visible_text():
     text = str(e.value)
     assert "\x1b" not in text and "\x07" not in text and "\\x1b[2J" in text
     assert "x\\x1b[31m\\x0aforged" in text and "\nforged" not in text
+
+
+@pytest.mark.parametrize("depth", [900, 5000])
+def test_values_nested_past_python_s_recursion_are_named(tmp_path, depth):
+    deep = tmp_path / "params.yaml"
+    deep.write_text((ROOT / "params.yaml").read_text().replace(
+        "  seeds: [0, 1, 2, 3, 4, 5]", "  seeds: " + "[" * depth + "0" + "]" * depth))
+    assert "[[[" in deep.read_text()
+    with pytest.raises(ParamsError, match=r"nest deeper than Python parses"):
+        load_params(deep)
