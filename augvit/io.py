@@ -98,8 +98,10 @@ def user_errors(stage: str) -> Iterator[None]:
     try:
         yield
     except (StageError, FileNotFoundError) as e:
-        # printable: a message may quote text from outside (a file name, a header, a value)
-        print(f"\nerror in stage {stage}: {printable(e)}", file=sys.stderr)
+        # printable: a message may quote text from outside (a file name, a header, a value);
+        # its own line breaks stay
+        text = "\n".join(printable(line) for line in str(e).split("\n"))
+        print(f"\nerror in stage {stage}: {text}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -483,6 +483,6 @@ class CheckParams(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
-        with user_errors(parser.prog):
+        with user_errors(parser.prog.removesuffix(".py")):
             load_params(namespace.params)
         parser.exit(0)

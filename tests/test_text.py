@@ -50,3 +50,11 @@ def test_a_model_files_environment_cannot_forge_the_report():
     row = report.splitlines()[-1]
     assert row.count(" | ") == 8, row                # still the table's 9 cells
     assert "x\\\\x0a\\#\\# Reading" in row and "&lt;img src=x" in row
+
+
+def test_a_stage_error_keeps_its_lines_and_shows_outside_escapes(capsys):
+    from augvit.io import StageError, user_errors
+    with pytest.raises(SystemExit), user_errors("download"):
+        raise StageError("first line\n  - 'train/cat/\x1b[2Jx.png' is too large")
+    err = capsys.readouterr().err
+    assert "first line\n  - 'train/cat/\\x1b[2Jx.png'" in err and "\x1b" not in err
