@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from augvit.text import printable
+
 TMP_MARK = ".tmp-"
 
 
@@ -96,7 +98,10 @@ def user_errors(stage: str) -> Iterator[None]:
     try:
         yield
     except (StageError, FileNotFoundError) as e:
-        print(f"\nerror in stage {stage}: {e}", file=sys.stderr)
+        # printable: a message may quote text from outside (a file name, a header, a value);
+        # its own line breaks stay
+        text = "\n".join(printable(line) for line in str(e).split("\n"))
+        print(f"\nerror in stage {stage}: {text}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from augvit.environment import machine_key
 from augvit.layout import BACKBONE_LABELS
+from augvit.text import md
 
 READING_START, READING_END = "<!-- reading:start -->", "<!-- reading:end -->"
 
@@ -51,7 +52,7 @@ def primary_analysis(a: dict, n_test: int | None) -> list[str]:
     return [
         "## Design and decision rule", "",
         f"Fixed before the results. The outcome is each run's accuracy on {images}. Each "
-        f"version is compared with `{a['baseline']}`, and each named contrast a - b too, as "
+        f"version is compared with {md(a['baseline'])}, and each named contrast a - b too, as "
         "the mean of per-seed differences (one seed: the same training subset, "
         "initialization and data order for every version). The study is read at planned "
         f"looks of {looks} seeds (study.looks; this report is the look at {d['n']}); "
@@ -98,7 +99,7 @@ def reading(a: dict) -> list[str]:
     for c in a["comparisons"]:
         d = c["diff"]
         p = "" if d.get("p_adjusted") is None else f", adjusted p = {_p(d['p_adjusted'])}"
-        lines.append(f"- **{c['name']}{_where(c, many)}: "
+        lines.append(f"- **{md(c['name'])}{_where(c, many)}: "
                      f"{verdict_words(c['verdict'], a['target'])}.** {100 * d['mean']:+.2f} pp, "
                      f"{1 - a['alpha']:.0%} repeated interval {_interval(d.get('interval'))} pp "
                      f"with {d['n']} seeds{p}." + _next_step(c, a))
@@ -106,7 +107,7 @@ def reading(a: dict) -> list[str]:
 
 
 def accuracy_table(a: dict) -> list[str]:
-    base = a["baseline"]
+    base = md(a["baseline"])
     lines = ["## Test accuracy (%)", "",
              f"Mean over seeds and its 95% CI (Student's t, this group alone); difference to "
              f"{base} (pp) with its repeated interval, adjusted p and verdict.", "",
@@ -122,7 +123,7 @@ def accuracy_table(a: dict) -> list[str]:
             verdict_words(verdicts[(g["version"], g["backbone"], g["train_size"])],
                           a["target"]))
         loss = f"{g['test_loss']['mean']:.4f}" if "test_loss" in g else "n/a"
-        lines.append(f"| {g['version']} | {BACKBONE_LABELS[g['backbone']]} | "
+        lines.append(f"| {md(g['version'])} | {BACKBONE_LABELS[g['backbone']]} | "
                      f"{g['train_size']} | {acc['n']} | {_pct(acc['mean'])} | {_ci(acc)} | "
                      f"{loss} | " + " | ".join(diff) + " |")
     return lines + [""]
@@ -138,7 +139,8 @@ def contrast_table(a: dict) -> list[str]:
              "| adjusted p | verdict |", "|---|---|---|---|---|---|---|---|"]
     for c in rows:
         d = c["diff"]
-        lines.append(f"| {c['name']} | {c['a']} - {c['b']} | {BACKBONE_LABELS[c['backbone']]} "
+        lines.append(f"| {md(c['name'])} | {md(c['a'])} - {md(c['b'])} | "
+                     f"{BACKBONE_LABELS[c['backbone']]} "
                      f"| {c['train_size']} | {100 * d['mean']:+.2f} | "
                      f"{_interval(d.get('interval'))} | {_p(d.get('p_adjusted'))} | "
                      f"{verdict_words(c['verdict'], a['target'])} |")
@@ -158,7 +160,7 @@ def looks_table(a: dict) -> list[str]:
     for c in a["comparisons"]:
         cells = {x["seeds"]: f"{_interval(x['interval'])} {verdict_words(x['verdict'], a['target'])}"
                  for x in c["looks"]}
-        lines.append(f"| {c['name']}{_where(c, many)} | "
+        lines.append(f"| {md(c['name'])}{_where(c, many)} | "
                      + " | ".join(cells.get(k, "") for k in d["looks_so_far"]) + " |")
     plan = a.get("planning")
     if plan:
@@ -184,7 +186,7 @@ def images_table(a: dict) -> list[str]:
     for c in rows:
         comp = c["images"]["components"]
         share = comp["seeds"] / max(comp["se"] ** 2, 1e-300)
-        lines.append(f"| {c['name']}{_where(c, many)} | {100 * c['diff']['mean']:+.2f} | "
+        lines.append(f"| {md(c['name'])}{_where(c, many)} | {100 * c['diff']['mean']:+.2f} | "
                      f"{100 * comp['se']:.2f} | {share:.0%} |")
     return lines + [""]
 
@@ -199,7 +201,7 @@ def frozen_table(a: dict) -> list[str]:
              "| version | train images | diff (pp) | 95% CI | p |", "|---|---|---|---|---|"]
     for g in frozen:
         d = g["acc_diff_frozen_vs_finetuned"]
-        lines.append(f"| {g['version']} | {g['train_size']} | {100 * d['mean']:+.2f} "
+        lines.append(f"| {md(g['version'])} | {g['train_size']} | {100 * d['mean']:+.2f} "
                      f"| {_ci(d)} | {_p(d['p_value'])} |")
     return lines + [""]
 
@@ -213,7 +215,8 @@ def cost(a: dict) -> list[str]:
         return []
     return ["## What it cost", "", "<!-- cost:start -->",
             f"{rs['runs']} trainings took {rs['mean']:.0f} s each on average "
-            f"({rs['runs'] * rs['mean'] / 60:.0f} min in all) on {', '.join(rs['devices'])}, "
+            f"({rs['runs'] * rs['mean'] / 60:.0f} min in all) on "
+            f"{', '.join(md(d) for d in rs['devices'])}, "
             "as each train stage measured itself on this machine (from loading the data to "
             "writing the model; each stage's start-up adds a few seconds).",
             "<!-- cost:end -->", ""]
@@ -236,9 +239,11 @@ def render_environments(environments: dict[str, dict]) -> str:
     lines += ["", "| runs | device | threads | precision | torch | transformers | lightning "
               "| python | augvit |", "|---|---|---|---|---|---|---|---|---|"]
     for ids in kinds.values():
-        env = environments[ids[0]]
+        env = {k: md(v) for k, v in environments[ids[0]].items()
+               if v is not None and k != "cpu_flags"}
+        flags = ", ".join(md(f) for f in environments[ids[0]].get("cpu_flags", []))
         device = env.get("gpu") and f"{env['gpu']} (CUDA {env.get('cuda')})" or \
-            f"{env.get('cpu', 'unknown')} ({', '.join(env.get('cpu_flags', [])) or 'no flags'})"
+            f"{env.get('cpu', 'unknown')} ({flags or 'no flags'})"
         lines.append(f"| {len(ids)} | {device} | {env.get('threads', '?')} | "
                      f"{env.get('precision', '?')} | "
                      f"{env.get('torch', '?')} | {env.get('transformers', '?')} | "

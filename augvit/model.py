@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ from torch import nn
 from transformers import ViTConfig, ViTForImageClassification
 
 from augvit.augment import build_inputs
+from augvit.data.classnames import CLASS_RULE, class_name_ok
 from augvit.io import StageError, atomic_path
 from augvit.params import AUG_TYPES, VERSION_NAME, ModelParams
 
@@ -35,6 +37,10 @@ FORMAT = "augvit-classifier/3"
 # writes a metadata map in an order that varies between processes, so with several entries the
 # same model would get different bytes, and a different md5 in dvc.lock, on every run.
 HEADER_KEY = "augvit"
+# A model file's JSON header (tensor names, shapes, offsets and this project's config) is a few
+# KB to a few MB (100,000 class names of 100 characters: 10 MB); parsing one costs about 25x
+# its size in memory, so a longer one is refused by its 8-byte length before it is parsed.
+MAX_HEADER_BYTES = 16 << 20
 SUFFIX = ".safetensors"
 
 
@@ -145,6 +151,15 @@ class ClassifierConfig(BaseModel):
                                  f"[1, {hi}]")
         return vit
 
+    @field_validator("classes")
+    @classmethod
+    def _plain_classes(cls, classes: list[str]) -> list[str]:
+        bad = [c for c in classes if not class_name_ok(c)]
+        if bad:
+            raise ValueError(f"class name {bad[0]!r:.120} is not allowed; class names may hold "
+                             f"{CLASS_RULE}")
+        return classes
+
     @field_validator("recipe")
     @classmethod
     def _known_ops(cls, recipe: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -176,10 +191,28 @@ def _rebuild_hint(path: Path) -> str:
             "(or delete it and run `dvc repro`)")
 
 
+def _check_header_size(path: Path) -> None:
+    """Refuse a header longer than MAX_HEADER_BYTES from its 8-byte length, unparsed."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot be read ({e.strerror}). " + _rebuild_hint(path)) \
+            from None
+    # A length past the file's end (a pickle's first bytes read as one, say) is no header:
+    # safetensors refuses it unread, and the caller names what the file is.
+    n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+    if MAX_HEADER_BYTES < n <= path.stat().st_size - 8:
+        raise ModelFileError(f"{path}: its header claims {n:,} bytes, over the {MAX_HEADER_BYTES:,} "
+                             "a model file of this project may have (a hostile or broken file; "
+                             "it was not parsed). " + _rebuild_hint(path))
+
+
 def read_model_file(path: str | Path) -> tuple[ClassifierConfig, dict[str, Any],
                                                 dict[str, tuple[int, ...]]]:
     """(config, record, tensor shapes) from the header alone; no tensor is read."""
     path = Path(path)
+    _check_header_size(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -197,6 +230,9 @@ def read_model_file(path: str | Path) -> tuple[ClassifierConfig, dict[str, Any],
             from None
     try:
         header = json.loads(meta[HEADER_KEY]) if HEADER_KEY in meta else {}
+    except RecursionError:
+        raise ModelFileError(f"{path}: its header nests deeper than Python parses (a hostile "
+                             "or broken file). " + _rebuild_hint(path)) from None
     except ValueError:
         header = None
     fmt = header.get("format") if isinstance(header, dict) else None

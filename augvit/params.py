@@ -12,7 +12,9 @@ eval, plots.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +23,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from augvit.io import StageError
+from augvit.io import StageError, user_errors
+from augvit.text import printable
 
+# Version and contrast names become DVC stage names, folder names and words of the command
+# lines a shell runs: identifiers only, so none of them can hold a path or shell syntax.
 VERSION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
@@ -30,8 +35,8 @@ class ParamsError(StageError):
     """params.yaml is invalid; the message lists every problem found."""
 
     def __init__(self, problems: list[str], path: str | Path = "params.yaml"):
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
+        self.problems = [printable(p) for p in problems]   # keys and values from outside
+        lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{path} has {len(problems)} problem(s):\n{lines}\n"
                          f"Fix them in {path} (or in your `dvc exp run -S` overrides) and rerun.")
 
@@ -164,6 +169,9 @@ class StudyParams(Section):
     target_difference: float = allowed(
         "a number in (0, 1): the smallest difference in test accuracy worth finding (0.01 = 1 "
         "point); the report's power figures and verdicts use it", gt=0, lt=1)
+    max_runs: int = allowed(
+        "a whole number >= 1: the most runs (versions x backbones x train sizes x seeds) the "
+        "study may define; DVC plans one stage per run", ge=1)
 
 
 class ModelParams(Section):
@@ -337,8 +345,9 @@ def _versions(raw: Any, problems: list[str]) -> dict[str, tuple[str, ...]]:
     out = {}
     for name, ops in raw.items():
         if not isinstance(name, str) or not VERSION_NAME.match(name):
-            problems.append(f"versions.{name}: invalid version name {name!r}; allowed: a letter "
-                            "then letters, digits or _ (it names DVC stages and folders)")
+            problems.append(f"versions: invalid version name {name!r}; allowed: a letter then "
+                            "letters, digits or _, at most 64 (it names DVC stages, folders and "
+                            "words of command lines)")
             continue
         if ops is None:
             ops = []
@@ -367,7 +376,10 @@ def _relations(s: dict[str, Any], versions: dict, problems: list[str]) -> None:
                f"a whole number >= 1 dividing model.image_size ({m.image_size})")
         _check(problems, m.hidden_size % m.num_heads == 0, "model.num_heads", m.num_heads,
                f"a whole number >= 1 dividing model.hidden_size ({m.hidden_size})")
-        _check(problems, all(x > 0 for x in m.std), "model.std", list(m.std), "3 numbers > 0")
+        _check(problems, all(math.isfinite(x) for x in m.mean), "model.mean", list(m.mean),
+               "3 finite numbers (not nan or inf)")
+        _check(problems, all(math.isfinite(x) and x > 0 for x in m.std), "model.std",
+               list(m.std), "3 finite numbers > 0")
     if t := s.get("train"):
         _check(problems, t.warmup_epochs <= t.epochs, "train.warmup_epochs", t.warmup_epochs,
                f"a number in [0, train.epochs={t.epochs}]")
@@ -388,11 +400,15 @@ def _relations(s: dict[str, Any], versions: dict, problems: list[str]) -> None:
             _check(problems, len(set(st.versions)) == len(st.versions) and
                    all(v in versions for v in st.versions), "study.versions", st.versions,
                    f"distinct names defined under versions ({', '.join(versions)})")
+        n_runs = len(st.versions) * len(st.backbones) * len(st.train_sizes) * len(st.seeds)
+        _check(problems, n_runs <= st.max_runs, "study", f"{n_runs} runs", f"at most "
+               f"study.max_runs={st.max_runs} runs (versions x backbones x train_sizes x seeds); "
+               "raise study.max_runs in params.yaml to run a larger study")
         _check(problems, st.baseline in st.versions, "study.baseline", st.baseline,
                f"one of study.versions ({', '.join(st.versions)})")
         for name, pair in st.contrasts.items():
-            _check(problems, bool(VERSION_NAME.match(name)), f"study.contrasts.{name}", name,
-                   "a name of a letter then letters, digits or _")
+            _check(problems, bool(VERSION_NAME.match(name)), "study.contrasts", name,
+                   "a contrast name of a letter then letters, digits or _ (at most 64)")
             _check(problems, pair[0] != pair[1] and all(v in st.versions for v in pair),
                    f"study.contrasts.{name}", list(pair),
                    f"two different versions of study.versions ({', '.join(st.versions)})")
@@ -452,8 +468,37 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ParamsError([f"not valid YAML: {e}"], path) from None
+    except RecursionError:
+        raise ParamsError([DEEP], path) from None
     if expanded_size(raw, MAX_NODES) > MAX_NODES:
         raise ParamsError([f"with its YAML aliases (&name / *name) expanded, it holds more "
                            f"than {MAX_NODES} values; write the values out, without nested "
                            "aliases"], path)
-    return parse_params(raw, path)
+    try:
+        return parse_params(raw, path)
+    except RecursionError:
+        raise ParamsError([DEEP], path) from None
+
+
+DEEP = ("its lists or mappings nest deeper than Python parses (params.yaml needs four levels); "
+        "write the values out flat")
+
+
+class CheckParams(argparse.Action):
+    """`python -m stages.X --check-params`: validate params.yaml (--params, if given before it)
+    and exit, 0 when valid, 2 with every problem named.
+
+    dvc.yaml runs it first on each command line that holds params values,
+    `python -m stages.X --check-params || exit 2; python -m stages.X --version ...`, so the
+    shell exits before it reaches any value that is not what its key allows, whichever DVC
+    command runs the stage (`repro`, `--single-item`, `--downstream`, `exp run`, a queue)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=0, help="validate params.yaml and exit: "
+                         "0 when valid, 2 with every problem named")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        with user_errors(parser.prog.removesuffix(".py")):
+            load_params(namespace.params)
+        parser.exit(0)

@@ -14,7 +14,7 @@ from augvit.io import atomic_path, load_arrays, load_json, raise_on_sigterm, sav
     user_errors
 from augvit.layout import runs
 from augvit.markdown import render_report
-from augvit.params import load_params
+from augvit.params import CheckParams, load_params
 from augvit.predictions import correctness, decode_predictions
 from augvit.report import collect, summarize, summary_metrics
 
@@ -41,6 +41,7 @@ def run_seconds(folder: Path | None, study_runs: list) -> dict | None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--check-params", action=CheckParams)
     ap.add_argument("--runs", type=Path, required=True)
     ap.add_argument("--details", type=Path, required=True)
     ap.add_argument("--prepared", type=Path, required=True)

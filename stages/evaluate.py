@@ -14,12 +14,13 @@ from pathlib import Path
 from augvit.evaluation import evaluate, load_test
 from augvit.io import atomic_path, raise_on_sigterm, save_json, user_errors
 from augvit.model import SUFFIX, pick_device
-from augvit.params import load_params
+from augvit.params import CheckParams, load_params
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--check-params", action=CheckParams)
     ap.add_argument("--models", type=Path, required=True,
                     help="the group's folder of model files, seed<k>.safetensors")
     ap.add_argument("--prepared", type=Path, required=True)

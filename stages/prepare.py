@@ -6,12 +6,13 @@ from pathlib import Path
 
 from augvit.data.decode import prepare
 from augvit.io import raise_on_sigterm, user_errors
-from augvit.params import load_params
+from augvit.params import CheckParams, load_params
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--check-params", action=CheckParams)
     ap.add_argument("--raw", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from augvit.augment.registry import code_identity
 from augvit.io import raise_on_sigterm, save_json, user_errors
-from augvit.params import ParamsError, load_params
+from augvit.params import CheckParams, ParamsError, load_params
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--check-params", action=CheckParams)
     ap.add_argument("--version", required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)

@@ -11,13 +11,14 @@ from pathlib import Path
 
 from augvit.io import raise_on_sigterm, user_errors
 from augvit.layout import Run
-from augvit.params import load_params
+from augvit.params import CheckParams, load_params
 from augvit.training import train_run
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--check-params", action=CheckParams)
     ap.add_argument("--version", required=True)
     ap.add_argument("--backbone", choices=["finetuned", "frozen"], required=True,
                     help="one value of study.backbones")

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from augvit.io import raise_on_sigterm, save_json, user_errors
-from augvit.params import load_params
+from augvit.params import CheckParams, load_params
 
 CHECKED = {"params": "valid"}      # constant: downstream stages see no change through it
 
@@ -20,6 +20,7 @@ CHECKED = {"params": "valid"}      # constant: downstream stages see no change t
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--check-params", action=CheckParams)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     raise_on_sigterm()

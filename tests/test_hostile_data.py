@@ -302,7 +302,9 @@ def test_zip_members_it_cannot_read_safely_are_refused_by_name(tmp_path, how, fi
 
 def test_a_zip_member_that_fails_to_inflate_is_named(tmp_path):
     folder = small_folder(tmp_path)
-    src = zip_with_zeros(folder, tmp_path / "d.zip", "train/frog/z.png", 1 << 20)
+    src = pack(folder, tmp_path / "d.zip")
+    with zipfile.ZipFile(src, "a", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("train/frog/z.png", os.urandom(1 << 20))
     with zipfile.ZipFile(src) as zf:
         info = zf.getinfo("train/frog/z.png")
     data = bytearray(src.read_bytes())
@@ -582,3 +584,173 @@ def test_a_raw_array_claiming_more_than_the_total_limit_is_not_loaded(tmp_path):
                                            r"than data.max_total_mb = 10 MB allows"):
         decode.prepare(data_params(val_fraction=0.25, max_total_mb=10), tmp_path / "raw",
                        tmp_path / "prep")
+
+
+# ------------------------------------------------------------------ bombs, round two
+PEAK_MB = 700          # what any hostile source may cost download, at most
+
+
+def overlapping_zip(out: Path, name: str, size: int, entries: int) -> Path:
+    """One deflate stream of `size` zeros that `entries` central-directory entries all point
+    at (the "better zip bomb"): each entry is under the image limit, together they are not."""
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = b"".join(z.compress(bytes(1 << 20)) for _ in range(size >> 20)) + z.flush()
+    crc = zlib.crc32(bytes(size))
+    fname = name.encode()
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(data), size,
+                        len(fname), 0) + fname
+    central = b"".join(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc,
+                                   len(data), size, len(fname), 0, 0, 0, 0, 0, 0) + fname
+                       for _ in range(entries))
+    eocd = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, entries, entries, len(central),
+                       len(local) + len(data), 0)
+    out.write_bytes(local + data + central + eocd)
+    return out
+
+
+def test_zip_entries_that_share_their_data_are_refused_before_inflating(tmp_path):
+    """20 entries of one 40 MB stream of zeros, 40 KB on disk: 800 MB kept before."""
+    src = overlapping_zip(tmp_path / "overlap.zip", "train/cat/x.png", 40 << 20, 20)
+    assert src.stat().st_size < 100_000
+    with zipfile.ZipFile(src) as zf:                 # the premise: zipfile reads it as 20
+        assert len(zf.infolist()) == 20 and zf.read(zf.infolist()[5]) == bytes(40 << 20)
+    text, peak_mb = peak_of_fetch(src, tmp_path / "raw")
+    assert text.startswith("refused:") and "member 'train/cat/x.png' starts inside the data " \
+        "of the member before it" in text, text
+    assert peak_mb < PEAK_MB, peak_mb
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_zip_member_claiming_over_100x_its_compressed_size_is_refused_uninflated(tmp_path):
+    folder = small_folder(tmp_path)
+    src = zip_with_zeros(folder, tmp_path / "ratio.zip", "train/cat/z.png", 40 << 20)
+    text, peak_mb = peak_of_fetch(src, tmp_path / "raw")
+    assert text.startswith("refused:") and "member 'train/cat/z.png' claims 41,943,040 bytes " \
+        "from" in text and "over 100x" in text, text
+    assert peak_mb < PEAK_MB, peak_mb
+
+
+def test_a_member_name_of_500000_characters_is_refused_by_its_length(tmp_path):
+    """The names array is as wide as the longest name, for every image: 306 MB before."""
+    folder = small_folder(tmp_path)
+    name = "train/cat/" + "n" * 500_000 + ".png"
+    src = tar_with(folder, tmp_path / "long.tar.gz",
+                   [(_info(name, 100), bytes(100))])
+    text, peak_mb = peak_of_fetch(src, tmp_path / "raw")
+    assert text.startswith("refused:") and "a member's name is 500,014 characters long" in \
+        text and "over the 1024 allowed" in text, text
+    assert peak_mb < PEAK_MB, peak_mb
+
+
+def test_a_folder_1100_levels_deep_is_named_not_a_recursion_error(tmp_path):
+    folder = small_folder(tmp_path)
+    deep = folder / "train" / "cat"
+    for _ in range(1100):                  # os.makedirs (and rmtree) recurse: not used here
+        deep = deep / "d"
+        deep.mkdir()
+    try:
+        with pytest.raises(SourceError, match=r"'train/cat/d/d/d/.*lies more than 64 folders "
+                                              r"deep"):
+            fetch(str(folder), tmp_path / "raw")
+        assert not (tmp_path / "raw").exists()
+    finally:
+        while deep != folder / "train" / "cat":
+            deep.rmdir()
+            deep = deep.parent
+
+
+def peak_of_decode(blob: bytes, tmp_path: Path) -> tuple[str, float]:
+    """decode_one(blob) at the default limits in a fresh process: (outcome, peak RSS in MB)."""
+    (tmp_path / "blob").write_bytes(blob)
+    code = ("import re, sys\nfrom augvit.data.decode import PrepareError, decode_one\n"
+            "try:\n    decode_one(open(sys.argv[1], 'rb').read(), 32, 'big16.png'); "
+            "print('decoded')\n"
+            "except PrepareError as e:\n    print('refused:', e)\n"
+            "status = open('/proc/self/status').read()\n"
+            "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', status)[1]) / 1024)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "blob")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    text, peak = run.stdout.rsplit("\n", 2)[-3:-1]
+    return text, float(peak)
+
+
+def test_a_16_bit_png_is_held_to_the_decode_budget_in_bytes(tmp_path):
+    """6000 x 6000 16-bit grey: 36 M pixels, under data.max_image_pixels (40 M), but 16-bit
+    pixels cost 12 bytes each to decode (18 before), not an 8-bit pixel's 4."""
+    blob = png(6000, 6000, 16, 0, itertools.repeat(bytes(12000), 6000))
+    text, peak_mb = peak_of_decode(blob, tmp_path)
+    assert text.startswith("refused:") and "'big16.png' is a 16-bit PNG image of 6000 x 6000: " \
+        "decoding it takes 12 bytes a pixel, 432 MB, over the 160 MB that " \
+        "data.max_image_pixels = 40,000,000 8-bit pixels may take" in text, text
+    assert peak_mb < PEAK_MB, peak_mb
+
+
+# ------------------------------------------------------------------ local hub copies
+def hub_folder(tmp_path: Path, monkeypatch, readme: str | None = None) -> Path:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    parquet_split(hub / "train.parquet", 4, 1)
+    parquet_split(hub / "test.parquet", 2, 2)
+    if readme:
+        (hub / "README.md").write_text(readme)
+    return hub
+
+
+@pytest.mark.parametrize("path", ["../elsewhere.parquet", "ABSOLUTE", "data/../../elsewhere*"])
+def test_a_readme_naming_data_files_outside_the_folder_is_refused(tmp_path, monkeypatch, path):
+    """The README's configs name the files `datasets` reads: here one outside the folder."""
+    parquet_split(tmp_path / "elsewhere.parquet", 6, 3)
+    path = str(tmp_path / "elsewhere.parquet") if path == "ABSOLUTE" else path
+    hub = hub_folder(tmp_path, monkeypatch, "---\nconfigs:\n- config_name: default\n"
+                     "  data_files:\n  - split: train\n    path: " + path + "\n"
+                     "  - split: test\n    path: test.parquet\n---\n# a dataset\n")
+    with pytest.raises(SourceError, match=r"its README's data_files name .* for 'train': data "
+                                          r"files are read from inside the dataset folder only"):
+        fetch(str(hub), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_readme_naming_files_inside_the_folder_is_followed(tmp_path, monkeypatch):
+    hub = hub_folder(tmp_path, monkeypatch, "---\nconfigs:\n- config_name: default\n"
+                     "  data_files:\n  - split: train\n    path: test.parquet\n"
+                     "  - split: test\n    path: test.parquet\n---\n")
+    assert fetch(str(hub), tmp_path / "raw")["counts"] == {"train": 2, "test": 2}
+
+
+def test_a_parquet_column_chunk_claiming_gigabytes_is_refused_from_its_footer(tmp_path,
+                                                                              monkeypatch):
+    """270 MB of zeros in one column chunk, zstd: a few KB on disk, decompressed whole. (Its
+    footer tells; a dictionary-encoded column's decoded size it does not: docs/security.md.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    hub = hub_folder(tmp_path, monkeypatch)
+    column = pa.repeat(pa.scalar(bytes(1_000_000), pa.binary()), 270)
+    pq.write_table(pa.table({"pad": column}), hub / "train-bomb.parquet", compression="zstd",
+                   row_group_size=270, use_dictionary=False)
+    del column
+    assert (hub / "train-bomb.parquet").stat().st_size < 1_000_000
+    text, peak_mb = peak_of_fetch(hub, tmp_path / "raw")
+    assert text.startswith("refused:") and "'train-bomb.parquet', row group 0, column 'pad': " \
+        "decompresses to 270,0" in text and "over the 256 MB one column chunk may take" in \
+        text, text
+    assert peak_mb < PEAK_MB, peak_mb
+
+
+def test_prepare_prints_a_hostile_file_name_as_visible_text(tmp_path, capfd):
+    """An image file name that is not UTF-8 and holds terminal escapes, not decodable: prepare
+    names it among the skipped images, and the terminal sees text, not escapes."""
+    folder = make_image_folder(tmp_path / "imgs", n_train=120, n_test=2, odd_images=False)
+    evil = os.fsencode(folder / "train" / "cat") + b"/\x1b]0;owned\x07\x1b[2J\xff.png"
+    with open(evil, "wb") as f:
+        f.write(b"not an image")
+    fetch(str(folder), tmp_path / "raw")
+    capfd.readouterr()
+    decode.prepare(data_params(image_size=8, val_fraction=0.25), tmp_path / "raw",
+                   tmp_path / "prepared")
+    out = capfd.readouterr().out
+    assert "could not be decoded and were skipped" in out, out
+    assert "\x1b" not in out and "\x07" not in out and "\udcff" not in out
+    assert "\\x1b]0;owned\\x07\\x1b[2J\\xff.png" in out, out

@@ -1,11 +1,14 @@
 """Params values never reach a shell unvalidated: through the real `dvc repro`, `dvc repro
 <stage>`, `dvc exp run -S` and `dvc exp run --queue`, a value that is not what its key allows
-stops at the `validate` stage, before any stage command that holds it runs.
+stops at the `validate` stage, before any stage command that holds it runs. `dvc repro
+--single-item` and `--downstream` skip `validate`; there the stage's own command line starts
+with `--check-params || exit 2`, and the shell exits before it reaches the value.
 
 Each case plants a payload that would create a file named PWNED in the project if a shell ran
 it; DVC writes the value into the train and evaluate command lines as it stands."""
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -75,3 +78,46 @@ def test_queued_experiment_stops_at_validate(project):
     assert "Failed" in status, status
     assert NAMED in sh(project, "dvc", "queue", "logs", "evil")
     assert not planted(project)              # the queue works in copies under .dvc/tmp/exps
+
+
+# ------------------------------------------------------------------ paths around `validate`
+VERSION = "v;touch PWNED;#"
+NAMED_VERSION = "versions: invalid version name 'v;touch PWNED;#'"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """A project whose data and the baseline's recipe are built with valid params, so the
+    stages below have every dependency and DVC really starts their commands."""
+    proj = tiny_project(tmp_path_factory.mktemp("bypass"), stale=("dvc.lock",))
+    sh(proj, "dvc", "repro", "prepare", "recipe@none")
+    return proj
+
+
+def hostile(project: Path, version: str | None = None, seed: str | None = None) -> None:
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    if version:
+        p["versions"][version] = ["hflip"]
+    if seed:
+        p["study"]["seeds"] = [0, seed]
+    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+@pytest.mark.parametrize("how,named", [
+    (("--single-item", f"recipe@{VERSION}"), NAMED_VERSION),
+    (("--downstream", f"recipe@{VERSION}"), NAMED_VERSION),
+    (("--single-item", f"train@none-finetuned-24-{PAYLOAD}"), NAMED),
+    (("--downstream", "prepare"), NAMED),
+])
+def test_a_stage_run_without_validate_still_refuses_the_value_before_the_shell_sees_it(
+        built, how, named):
+    hostile(built, **({"version": VERSION} if "recipe" in how[1] else {"seed": PAYLOAD}))
+    try:
+        out = fails(built, "dvc", "repro", *how)
+    finally:
+        sh(built, "git", "checkout", "-q", "params.yaml")
+    # DVC really skipped validate and started a command line that holds the value
+    assert "Running stage 'validate'" not in out, out
+    assert re.search(r"Running stage '(recipe|train)@", out), out
+    assert named in out and "--check-params || exit 2" in out, out
+    assert not planted(built), out

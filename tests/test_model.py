@@ -275,3 +275,66 @@ def test_a_model_file_whose_header_length_looks_like_a_pickle_still_loads(tmp_pa
     else:
         pytest.skip("no padding gave that header length")
     assert load_classifier(path).config["classes"] == CLASSES
+
+
+# ------------------------------------------------------------------ hostile headers
+PEAK_MB = 700        # what any hostile input may cost, at most
+
+
+def peak_of_reading(path) -> tuple[str, float]:
+    """read_model_file(path) in a fresh process: ('refused: <message>' or 'read', the memory
+    the read itself took in MB: the kernel's high-water mark of resident memory, reset once
+    the imports are done (torch alone holds about 700 MB resident), minus what was resident
+    then)."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    code = ("import re, sys\nfrom augvit.model import ModelFileError, read_model_file\n"
+            "kb = lambda key: int(re.search(key + r':\\s+(\\d+) kB', "
+            "open('/proc/self/status').read())[1])\n"
+            "open('/proc/self/clear_refs', 'w').write('5')\nbase = kb('VmRSS')\n"
+            "try:\n    read_model_file(sys.argv[1]); print('read')\n"
+            "except ModelFileError as e:\n    print('refused:', e)\n"
+            "print((kb('VmHWM') - base) / 1024)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    text, peak = run.stdout.rsplit("\n", 2)[-3:-1]
+    assert re.fullmatch(r"[\d.]+", peak), run.stdout[-2000:]
+    return text, float(peak)
+
+
+def test_a_30_mb_header_is_refused_by_its_length_unparsed(tmp_path):
+    """Parsing a 30 MB JSON header took 776 MB; its 8-byte length is read first."""
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"augvit": json.dumps(
+        {"format": "augvit-classifier/3", "pad": ["x" * 8] * 3_000_000})})
+    assert path.stat().st_size > 30_000_000
+    text, peak = peak_of_reading(path)
+    assert text.startswith("refused:") and "its header claims 42,000,136 bytes, over the " \
+        "16,777,216 a model file of this project may have" in text, text
+    assert peak < PEAK_MB, peak
+
+
+def test_a_deeply_nested_header_is_named_not_a_recursion_error(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path),
+              metadata={"augvit": "[" * 200_000 + "]" * 200_000})
+    text, peak = peak_of_reading(path)
+    assert text.startswith("refused:") and "its header nests deeper than Python parses" in \
+        text, text
+    assert peak < PEAK_MB, peak
+
+
+@pytest.mark.parametrize("name", ["<img src=x onerror=alert(1)>", "a\x1b[2Jb", "../../etc",
+                                  "## Reading"])
+def test_class_names_in_a_model_file_pass_the_class_name_rule(tmp_path, name):
+    path = saved(tmp_path)
+    config = header(path)["config"]
+    config["classes"] = ["a", name, "c"]
+    rewrite(path, config=config)
+    with pytest.raises(ModelFileError, match=r"(?s)its config is not valid.*class name .* is "
+                                             r"not allowed; class names may hold letters"):
+        load_classifier(path)

@@ -85,7 +85,7 @@ def test_op_set_false_is_off_for_every_version():
     ("data__sha256", "abc", r"data\.sha256: got 'abc'; allowed: null or 64 lowercase hex"),
     ("model__patch_size", 5, r"model\.patch_size: got 5; allowed: a whole number >= 1 dividing"
                              r" model\.image_size \(32\)"),
-    ("model__std", [0.5, 0.0, 0.5], r"model\.std: got \[0\.5, 0\.0, 0\.5\]; allowed: 3 numbers"),
+    ("model__std", [0.5, 0.0, 0.5], r"model\.std: got \[0\.5, 0\.0, 0\.5\]; allowed: 3 finite numbers > 0"),
     ("study__seeds", [], r"study\.seeds: got \[\]; allowed: a non-empty list"),
     ("study__seeds", [0, 0], r"study\.seeds: got \[0, 0\]; allowed: a non-empty list of distinct"),
     ("study__backbones", ["yes"], r"study\.backbones: got \['yes'\]; allowed: .*\[finetuned\]"),
@@ -116,8 +116,8 @@ def test_op_set_false_is_off_for_every_version():
     ("aug__erasing", {"p": 0.25, "scale": [0.02, 0.33], "ratio": [0.3, 3.3], "value": 0},
      r"aug\.erasing\.value: got 0; allowed: random"),
     ("aug__mixup", {"alpha": 0}, r"aug\.mixup\.alpha: got 0; allowed: a number > 0"),
-    ("versions", {"v 1": ["hflip"]}, r"versions\.v 1: invalid version name"),
-    ("versions", {"v-1": ["hflip"]}, r"versions\.v-1: invalid version name"),
+    ("versions", {"v 1": ["hflip"]}, r"versions: invalid version name 'v 1'"),
+    ("versions", {"v-1": ["hflip"]}, r"versions: invalid version name 'v-1'"),
 ])
 def test_each_bad_value_is_named_with_what_is_allowed(key, value, expect):
     problems = problems_of(with_changes(**{key: value}))
@@ -190,3 +190,51 @@ def test_an_oversized_params_file_is_refused(tmp_path):
     big.write_text((ROOT / "params.yaml").read_text() + "# " + "x" * (1 << 20) + "\n")
     with pytest.raises(ParamsError, match=r"bytes; allowed: at most 1048576"):
         load_params(big)
+
+
+@pytest.mark.parametrize("key,value,expect", [
+    ("model__mean", [0.5, float("nan"), 0.5], r"model\.mean: got \[0\.5, nan, 0\.5\]; allowed: 3 "
+                                              r"finite numbers"),
+    ("model__std", [0.5, float("inf"), 0.5], r"model\.std: got \[0\.5, inf, 0\.5\]; allowed: 3 "
+                                             r"finite numbers > 0"),
+])
+def test_a_mean_or_std_that_is_not_a_finite_number_is_named(key, value, expect):
+    """A NaN mean would normalize every image to NaN: a study of nothing, found only at the end."""
+    assert any(re.search(expect, p) for p in problems_of(with_changes(**{key: value})))
+
+
+def test_the_study_matrix_is_capped_by_a_key_the_message_names():
+    raw = with_changes(study__seeds=list(range(100)), study__train_sizes=list(range(1, 51)))
+    problems = problems_of(raw)
+    assert any(p.startswith("study: got '20000 runs'; allowed: at most study.max_runs=500 runs")
+               and "raise study.max_runs in params.yaml" in p for p in problems), problems
+    parse_params(with_changes(study__seeds=list(range(100)), study__train_sizes=[1, 2],
+                              study__max_runs=800))          # 4 x 1 x 2 x 100 = 800: allowed
+
+
+@pytest.mark.parametrize("name", ["a;touch PWNED", "../../x", "x y", "é", "a" * 65, "1a"])
+def test_a_contrast_name_is_an_identifier(name):
+    raw = with_changes(study__contrasts={name: ["version_1", "version_2"]})
+    assert any(p.startswith("study.contrasts: got ") and "a contrast name of a letter" in p
+               for p in problems_of(raw))
+
+
+def test_keys_and_values_from_outside_reach_the_terminal_as_visible_text():
+    raw = copy.deepcopy(DEFAULT_PARAMS)
+    raw["versions"]["v\x1b]0;owned\x07\x1b[2J"] = ["hflip"]
+    raw["aug"]["x\x1b[31m\nforged"] = {}
+    with pytest.raises(ParamsError) as e:
+        parse_params(raw)
+    text = str(e.value)
+    assert "\x1b" not in text and "\x07" not in text and "\\x1b[2J" in text
+    assert "x\\x1b[31m\\x0aforged" in text and "\nforged" not in text
+
+
+@pytest.mark.parametrize("depth", [900, 5000])
+def test_values_nested_past_python_s_recursion_are_named(tmp_path, depth):
+    deep = tmp_path / "params.yaml"
+    deep.write_text((ROOT / "params.yaml").read_text().replace(
+        "  seeds: [0, 1, 2, 3, 4, 5]", "  seeds: " + "[" * depth + "0" + "]" * depth))
+    assert "[[[" in deep.read_text()
+    with pytest.raises(ParamsError, match=r"nest deeper than Python parses"):
+        load_params(deep)

@@ -13,6 +13,12 @@ A copy is untrusted: an archive someone sent, a folder pulled from elsewhere. So
   refused by name: a link can reach anything this user can read.
 - A zip member that is encrypted, or compressed other than stored/deflate, is refused by name
   (zipfile inflates bzip2/lzma without an output bound, and cannot decrypt without a password).
+- A zip whose members' data overlap (one deflate stream counted by many entries: the
+  "better zip bomb"), or a member that claims over MAX_ZIP_RATIO times its compressed size,
+  is refused from its headers before anything is inflated.
+- A member name longer than MAX_NAME_CHARS, or a folder deeper than MAX_DEPTH, is refused by
+  name: names are kept for every image (in one fixed-width array), and a deep folder would
+  exhaust the walk's recursion.
 - Each kept image counts against data.max_image_mb, data.max_total_mb (download holds them all
   in memory) and data.max_image_pixels (width x height, from its header: nothing decoded).
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -42,6 +49,10 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 # knows on any bytes (some of them hand the file to an outside program, e.g. EPS).
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 MB = 1_000_000                  # data.max_image_mb and max_total_mb are decimal megabytes
+MAX_NAME_CHARS = 1024          # a member's whole name; file systems allow 255 per part
+MAX_DEPTH = 64                 # folder levels below the data folder (the layout needs 4)
+# Images are compressed already (PNG, JPEG): deflate gains little more. Zeros gain 1000x.
+MAX_ZIP_RATIO = 100
 ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 # What a corrupt archive raises while it is listed or read (zipfile, tarfile, gzip, zlib).
 BROKEN = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError,
@@ -180,6 +191,16 @@ def _mb(n: int) -> str:
 def iter_members(path: Path) -> Iterator[Member]:
     """The members of a folder or archive, in a stable order; nothing is read yet."""
     where = f"data.source {str(path)!r}"
+    for m in _members(path):
+        if len(m.name) > MAX_NAME_CHARS:
+            raise SourceError(f"{where}: a member's name is {len(m.name):,} characters long "
+                              f"(it starts {m.name[:60]!r}), over the {MAX_NAME_CHARS} allowed. "
+                              "Rename it, or remove it, and rerun. Nothing was written.")
+        yield m
+
+
+def _members(path: Path) -> Iterator[Member]:
+    where = f"data.source {str(path)!r}"
     if not path.exists():
         raise SourceUnavailable(f"{where}: no such file or folder. Point data.source at an "
                           "image-folder directory or a .tar/.tar.gz/.zip archive of one, or at "
@@ -205,6 +226,11 @@ def _dir_members(top: Path, where: str) -> Iterator[Member]:
     for dirpath, dirnames, filenames in os.walk(top, onerror=refuse_unlistable):
         here = Path(dirpath)
         dirnames.sort()
+        if dirnames and len(here.relative_to(top).parts) >= MAX_DEPTH:
+            raise SourceError(f"{where}: {(here / dirnames[0]).relative_to(top).as_posix()[:120]!r}"
+                              f"... lies more than {MAX_DEPTH} folders deep; a data copy needs "
+                              "train/<class>/<image>. Remove the deep folders and rerun. "
+                              "Nothing was written.")
         for d in dirnames:
             if (here / d).is_symlink():        # os.walk lists it but does not descend
                 raise _link_error(top, here / d, where)
@@ -264,6 +290,7 @@ def _tar_members(path: Path, where: str) -> Iterator[Member]:
 def _zip_members(path: Path, where: str) -> Iterator[Member]:
     try:
         with zipfile.ZipFile(path) as zf:
+            _check_zip_layout(zf, path, where)
             for info in zf.infolist():
                 kind = stat.S_IFMT(info.external_attr >> 16)     # 0: not recorded
                 if info.is_dir():
@@ -275,11 +302,34 @@ def _zip_members(path: Path, where: str) -> Iterator[Member]:
         raise corrupt(where, e) from None
 
 
+def _check_zip_layout(zf: zipfile.ZipFile, path: Path, where: str) -> None:
+    """From the headers alone, before anything is inflated: each member's data must lie apart
+    from every other's."""
+    end = 0
+    with open(path, "rb") as f:
+        for info in sorted(zf.infolist(), key=lambda i: i.header_offset):
+            if info.header_offset < end:
+                raise SourceError(f"{where}: member {info.filename!r:.200} starts inside the "
+                                  "data of the member before it: entries that share their "
+                                  "compressed data (a zip bomb) are refused. Re-pack the "
+                                  "archive (`zip -r` or `tar czf`) and rerun. Nothing was "
+                                  "written.")
+            f.seek(info.header_offset + 26)
+            name_len, extra_len = struct.unpack("<HH", f.read(4).ljust(4, b"\0"))
+            end = info.header_offset + 30 + name_len + extra_len + info.compress_size
+
+
 def _zip_open(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> BinaryIO:
-    """Refuse what zipfile cannot read safely, by name, before it starts."""
+    """Refuse what zipfile cannot read safely, by name, before it inflates anything: a member
+    claiming over MAX_ZIP_RATIO times its compressed size, encryption, other methods."""
     how = ("encrypted" if info.flag_bits & 0x1 else
            None if info.compress_type in ZIP_METHODS else
            f"compressed with method {info.compress_type}")
+    if info.file_size > max(MB, MAX_ZIP_RATIO * info.compress_size):
+        raise SourceError(f"{where}: member {info.filename!r:.200} claims {info.file_size:,} "
+                          f"bytes from {info.compress_size:,} compressed, over {MAX_ZIP_RATIO}x "
+                          "(images are compressed already: such a member is a zip bomb). "
+                          "Remove it and rerun. Nothing was written.")
     if how:
         raise SourceError(f"{where}: member {info.filename!r} is {how}; only unencrypted "
                           f"members, {' or '.join(ZIP_METHODS.values())}, are read. Re-pack "

@@ -36,11 +36,17 @@ from augvit.data.sources import EncodedSplit, Limits, unpack
 from augvit.data.subsets import interleave
 from augvit.io import StageError, atomic_path, load_arrays, load_json, save_arrays, save_json
 from augvit.params import DataParams
+from augvit.text import printable
 
 MAX_SKIPPED_FRACTION = 0.01
 CHUNK = 2000
 # Formats whose 16-bit grey PIL opens as mode I, in 0..65535 (PPM of any maxval is scaled).
 SIXTEEN_BIT_AS_I = ("PNG", "PPM")
+# The memory decoding one pixel takes, in bytes: 8-bit images PIL holds in 4 bytes a pixel
+# (RGB(A), palette or grey, then RGB); 16-bit grey it holds as 32-bit integers, which scaling
+# to 8 bits copies twice. data.max_image_pixels is a budget of 8-bit pixels: a 16-bit image
+# may have a third of them.
+BYTES_PER_PIXEL_8BIT, BYTES_PER_PIXEL_16BIT = 4, 12
 RAW_ARRAYS = {f"{k}.npy" for k in ("bytes", "offsets", "labels", "names")}
 
 
@@ -60,6 +66,7 @@ def decode_one(blob: bytes, size: int, name: str = "image",
         raise PrepareError("prepare: " + pixels_problem(name, wh, max_pixels))
     try:
         with Image.open(io.BytesIO(blob), formats=IMAGE_FORMATS) as im:
+            _check_budget(im, name, max_pixels)
             return _to_rgb(im, size, name)
     except PrepareError:
         raise
@@ -71,15 +78,37 @@ def decode_one(blob: bytes, size: int, name: str = "image",
         return None
 
 
+def _sixteen_bit(im: Image.Image) -> bool:
+    return (im.mode.startswith("I;16") and im.mode[4:] in ("", "L", "B", "N")) or \
+        (im.mode == "I" and im.format in SIXTEEN_BIT_AS_I)
+
+
+def _check_budget(im: Image.Image, name: str, max_pixels: int) -> None:
+    """Refuse, from the header, an image whose decoding would take more memory than
+    data.max_image_pixels 8-bit pixels do."""
+    if not _sixteen_bit(im):
+        return
+    w, h = im.size
+    need, budget = w * h * BYTES_PER_PIXEL_16BIT, max_pixels * BYTES_PER_PIXEL_8BIT
+    if need > budget:
+        raise PrepareError(f"prepare: {name!r} is a 16-bit {im.format} image of {w} x {h}: "
+                           f"decoding it takes {BYTES_PER_PIXEL_16BIT} bytes a pixel, "
+                           f"{need / 1e6:,.0f} MB, over the {budget / 1e6:,.0f} MB that "
+                           f"data.max_image_pixels = {max_pixels:,} 8-bit pixels may take "
+                           f"({BYTES_PER_PIXEL_8BIT} bytes each). Remove it, convert it to 8 "
+                           "bits, or raise data.max_image_pixels. Nothing was written.")
+
+
 def _to_rgb(im: Image.Image, size: int, name: str) -> np.ndarray:
     """RGB at size x size. 16-bit grey is scaled to 8 bits (PIL's own conversion clips it);
     32-bit integer or float pixels have no single meaning in 8 bits: refused by name."""
-    if (im.mode.startswith("I;16") and im.mode[4:] in ("", "L", "B", "N")) or \
-            (im.mode == "I" and im.format in SIXTEEN_BIT_AS_I):
-        grey = np.asarray(im).astype(np.int64)
+    if _sixteen_bit(im):
+        grey = np.array(im, dtype=np.int32)             # scaled in place: 4 bytes a pixel
         if grey.min() < 0 or grey.max() > 65535:
             raise _no_8bit(name, im)
-        im = Image.fromarray(((grey + 128) // 257).astype(np.uint8), "L")
+        grey += 128
+        grey //= 257
+        im = Image.fromarray(grey.astype(np.uint8), "L")
     elif im.mode in ("I", "F") or im.mode.startswith("I;"):
         raise _no_8bit(name, im)
     im = im.convert("RGB")
@@ -138,10 +167,10 @@ def decode_split(raw_dir: Path, split: str, classes: list[str], size: int,
     bad = [enc.names[k] for k, d in enumerate(decoded) if d is None]
     if bad:
         print(f"prepare: {len(bad)} image(s) in {split} could not be decoded and were skipped: "
-              f"{', '.join(bad[:10])}{' …' if len(bad) > 10 else ''}")
+              f"{', '.join(printable(b) for b in bad[:10])}{' …' if len(bad) > 10 else ''}")
     if len(bad) > MAX_SKIPPED_FRACTION * len(decoded):
         raise PrepareError(f"prepare: {len(bad)} of {len(decoded)} images in {split} cannot be "
-                           f"decoded (first: {bad[0]}); more than {MAX_SKIPPED_FRACTION:.0%} means "
+                           f"decoded (first: {bad[0]!r}); more than {MAX_SKIPPED_FRACTION:.0%} means "
                            "the data copy is broken. Fetch a fresh copy of data.source and rerun.")
     keep = [k for k, d in enumerate(decoded) if d is not None]
     images = (np.stack([decoded[k] for k in keep]) if keep

@@ -137,6 +137,8 @@ def read_hub(dataset_id: str, limits: Limits = Limits()) -> tuple[dict[str, Enco
 
 
 def _load_hub(dataset_id: str):
+    if Path(dataset_id).is_dir():
+        return _load_local_parquet(Path(dataset_id))
     try:
         import datasets
         return datasets.load_dataset(dataset_id)
@@ -147,6 +149,110 @@ def _load_hub(dataset_id: str):
             "Use a local copy instead: an image-folder directory or archive "
             "(train/<class>/<image>, test/<class>/<image>), e.g. "
             "`dvc exp run -S data.source=PATH`.") from None
+
+
+# A local copy of a hub dataset: its parquet files are found here, inside its folder only, and
+# handed to `datasets` by name, so its README cannot point the read anywhere else.
+SPLIT_PATTERNS = ("{s}.parquet", "{s}-*.parquet", "**/{s}-*.parquet", "**/{s}/*.parquet",
+                  "**/{s}.parquet")
+# One column chunk is decompressed whole: its size from the file's footer, before any read.
+MAX_PARQUET_CHUNK_MB = 256
+
+
+def _load_local_parquet(folder: Path):
+    import datasets
+    files = local_data_files(folder)
+    for paths in files.values():
+        for f in paths:
+            check_parquet_sizes(Path(f), f"data.source {str(folder)!r}")
+    try:
+        return datasets.load_dataset("parquet", data_files=files)
+    except Exception as e:  # noqa: BLE001 - a broken copy, whatever `datasets` raises
+        raise SourceError(f"data.source {str(folder)!r}: its parquet files cannot be read "
+                          f"({type(e).__name__}: {str(e)[:300]}). Fetch a fresh copy and "
+                          "rerun. Nothing was written.") from None
+
+
+def local_data_files(folder: Path) -> dict[str, list[str]]:
+    """Each split's parquet files: the README's `configs` data_files (its first config) or the
+    hub's file-name convention, each resolved inside `folder` (no absolute path, no `..`, no
+    URL, nothing a link takes out of it): a named error otherwise."""
+    where, top = f"data.source {str(folder)!r}", folder.resolve()
+    patterns = _readme_patterns(folder, where) or {
+        s: [p.format(s=s) for p in SPLIT_PATTERNS] for s in SPLITS}
+    files: dict[str, list[str]] = {}
+    for split, pats in patterns.items():
+        found: set[Path] = set()
+        for pat in pats:
+            if not isinstance(pat, str) or pat.startswith(("/", "~", "\\")) or "://" in pat \
+                    or ".." in PurePosixPath(pat).parts or Path(pat).is_absolute():
+                raise SourceError(f"{where}: its README's data_files name {pat!r:.200} for "
+                                  f"{split!r:.40}: data files are read from inside the dataset "
+                                  "folder only (relative paths, no `..`, no URL). Fix the "
+                                  "README's configs and rerun. Nothing was written.")
+            for f in folder.glob(pat):
+                real = f.resolve()
+                if not (real.is_relative_to(top) and real.is_file()):
+                    raise SourceError(f"{where}: {f.relative_to(folder).as_posix()!r} leads "
+                                      f"to {str(real)!r}, outside the dataset folder (a link); "
+                                      "data files are read from inside it only. Replace the "
+                                      "link with the file and rerun. Nothing was written.")
+                found.add(real)
+        if found:
+            files[split] = sorted(map(str, found))
+    return files
+
+
+def _readme_patterns(folder: Path, where: str) -> dict[str, list] | None:
+    """{split: [patterns]} from README.md's YAML header `configs` (its first config), if any."""
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text(errors="replace")[:1_000_000]
+    if not text.startswith("---"):
+        return None
+    import yaml
+    try:
+        meta = yaml.safe_load(text.split("---", 2)[1])
+    except (yaml.YAMLError, IndexError, RecursionError):
+        return None
+    configs = meta.get("configs") if isinstance(meta, dict) else None
+    if not isinstance(configs, list) or not configs or not isinstance(configs[0], dict):
+        return None
+    spec = configs[0].get("data_files")
+    if isinstance(spec, (str, dict)):
+        spec = [spec]
+    if not isinstance(spec, list):
+        return None
+    out: dict[str, list] = {}
+    for item in spec:
+        split, paths = (item.get("split", "train"), item.get("path")) \
+            if isinstance(item, dict) else ("train", item)
+        out.setdefault(str(split), []).extend(paths if isinstance(paths, list) else [paths])
+    return out
+
+
+def check_parquet_sizes(path: Path, where: str) -> None:
+    """Refuse a parquet file whose footer says a column chunk decompresses to more than
+    MAX_PARQUET_CHUNK_MB: a few KB of zstd can claim gigabytes."""
+    import pyarrow.parquet as pq
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception as e:  # noqa: BLE001 - pyarrow's many error kinds on a broken footer
+        raise SourceError(f"{where}: {path.name!r} is not a readable parquet file "
+                          f"({type(e).__name__}: {str(e)[:200]}). Fetch a fresh copy and "
+                          "rerun. Nothing was written.") from None
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            size = group.column(c).total_uncompressed_size
+            if size > MAX_PARQUET_CHUNK_MB * 1_000_000:
+                raise SourceError(
+                    f"{where}: {path.name!r}, row group {g}, column "
+                    f"{group.column(c).path_in_schema!r:.80}: decompresses to {size:,} bytes, "
+                    f"over the {MAX_PARQUET_CHUNK_MB} MB one column chunk may take (read "
+                    "whole). Re-write the file with smaller row groups (pyarrow "
+                    "`row_group_size`), or remove it, and rerun. Nothing was written.")
 
 
 def _hub_split(part, split: str, image_col: str, label_col: str, classes: list[str],
