@@ -429,9 +429,11 @@ def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model
     ckpt = ModelCheckpoint(dirpath=resume_dir, filename="last", monitor=None, save_top_k=1,
                            save_last=False, every_n_epochs=1, save_on_train_epoch_end=True,
                            enable_version_counter=False)
-    precision = resolve_precision(t.precision, t.accelerator)
+    # the device chosen once, loudly if CUDA is there but unusable, and Lightning told which
+    accelerator = {"cuda": "gpu", "mps": "mps"}.get(pick_device(t.accelerator).type, "cpu")
+    precision = resolve_precision(t.precision, accelerator)
     trainer = L.Trainer(
-        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
+        max_epochs=t.epochs, accelerator=accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy,
         precision=precision,
         logger=logger, callbacks=[ckpt, EpochLog(live_out)],
