@@ -51,7 +51,7 @@ GPU_PYTHON = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_pl
 
 
 def needed_here() -> list[str]:
-    """The direct dependencies (requirements.in) that the GPU machine lacks, at the versions the
+    """The direct dependencies (pyproject.toml) that the GPU machine lacks, at the versions the
     lock (requirements.txt) pins for that machine's Python and platform. The lock says every
     version, so nothing here depends on what this Python has installed."""
     try:
@@ -67,11 +67,13 @@ def needed_here() -> list[str]:
     pins = {norm(r.name): f"{r.name}{r.specifier}" for r in reqs("requirements.txt")
             if r.marker is None or r.marker.evaluate(GPU_PYTHON)}
     there = gpu_machine_packages()
-    missing = [norm(r.name) for r in reqs("requirements.in") if norm(r.name) not in there]
+    import tomllib
+    direct = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    missing = [norm(r.name) for r in map(Requirement, direct) if norm(r.name) not in there]
     unpinned = [name for name in missing if name not in pins]
     if unpinned:
         sys.exit(f"gpu_check: requirements.txt pins no version of {', '.join(unpinned)}: "
-                 "recompile it from requirements.in (the command is in requirements.in)")
+                 "recompile the locks from pyproject.toml (bash .ci/lock)")
     return [pins[name] for name in missing]
 
 
