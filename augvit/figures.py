@@ -16,8 +16,8 @@ Pictures:
   plots/size_effect.png          each version minus the baseline against the train size (with
                                  one size: a note saying what it needs)
 Every chart gives a version the same colour (the baseline always grey, CONTROL_GREY; the
-others PALETTE in study.versions order; .dvc/plots' templates hold the same range, and the
-data rows carry each version's place in it as `order`).
+others PALETTE in study.versions order): the data rows carry it as `colour`, which .dvc/plots'
+templates draw with, and the version's place as `order`, which sorts their legends.
   plots/previews/<version>.png   the same test images: original beside augmented draws (mixed
                                  draws titled by their label weights)
 """
@@ -269,14 +269,15 @@ def preview_images(prepared: Path, n: int, seed: int) -> tuple[torch.Tensor, tor
 def curve_rows(p: Params, live: Path) -> list[dict]:
     """plots/curves.json: per group and epoch, the seeds' mean and their lowest and highest
     (accuracy in %): a line with a band per version."""
-    rows, order = [], version_order(p)
+    rows, order, colours = [], version_order(p), version_colours(p)
     for version, backbone, size in groups(p):
         stacks = {m: scale * group_curves(p, live, version, backbone, size, m)
                   for m, scale in (("acc", 100), ("loss", 1))}
         n = min(s.shape[1] for s in stacks.values())
         label = group_label(p, version, backbone, size)
         for e in range(n):
-            row = {"epoch": e + 1, "version": version, "group": label, "order": order[version]}
+            row = {"epoch": e + 1, "version": version, "group": label, "order": order[version],
+                   "colour": colours[version]}
             for m, stack in stacks.items():
                 for suffix, value in (("", stack[:, e].mean()), ("_low", stack[:, e].min()),
                                       ("_high", stack[:, e].max())):
@@ -289,14 +290,15 @@ def per_class_rows(p: Params, details: Path, classes: list[str]) -> list[dict]:
     """plots/per_class.json: per group and class, the seeds' mean accuracy (%). Class names
     come from the prepared data (checked there), never from eval/ files, which a remote can
     send."""
-    rows, order = [], version_order(p)
+    rows, order, colours = [], version_order(p), version_colours(p)
     for version, backbone, size in groups(p):
         runs = [load_json(Run(version, backbone, size, s).path(details, ".json"))
                 for s in p.study.seeds]
         acc = np.mean([r["per_class_acc"] for r in runs], axis=0)
         label = group_label(p, version, backbone, size)
         rows += [{"class": c, "version": version, "group": label, "order": order[version],
-                  "acc": round(100 * float(a), 3)} for c, a in zip(classes, acc, strict=True)]
+                  "colour": colours[version], "acc": round(100 * float(a), 3)}
+                 for c, a in zip(classes, acc, strict=True)]
     return rows
 
 
@@ -324,9 +326,9 @@ def render_all(p: Params, live: Path, details: Path, analysis: Path, recipes: Pa
         (tmp / "per_class.json").write_text(json.dumps(per_class_rows(p, details, classes))
                                             + "\n")
         effect = size_effect_rows(study)
-        order = version_order(p)
+        order, colours = version_order(p), version_colours(p)
         several = len(p.study.backbones) > 1
-        drawn = [{**r, "order": order.get(r["version"], len(order)),
+        drawn = [{**r, "order": order[r["version"]], "colour": colours[r["version"]],
                   "group": r["version"] + (f" ({BACKBONE_LABELS[r['backbone']]})" if several
                                            else "")} for r in effect] \
             if len(p.study.train_sizes) > 1 else []       # one size: no effect of size

@@ -36,7 +36,7 @@ def test_dvc_templates_colour_versions_as_the_pictures_do(template):
     spec = json.loads((TEMPLATES / template).read_text())
     colour = spec["encoding"]["color"]
     assert colour["field"] == "version"
-    assert colour["scale"]["range"] == [CONTROL_GREY, *PALETTE]     # order 0 is the baseline
+    assert colour["scale"]["range"] == {"field": "colour"}     # the rows' own colour
     assert colour["sort"] == {"field": "order", "op": "min"}
 
 
@@ -57,6 +57,7 @@ def test_curves_are_percent_with_the_seeds_mean_and_band(tmp_path):
     assert [(r["epoch"], r["val_acc"], r["val_acc_low"], r["val_acc_high"]) for r in rows] == \
         [(1, 30.0, 25.0, 35.0), (2, 60.0, 50.0, 70.0)]
     assert rows[0]["version"] == "none" and rows[0]["order"] == 0 and rows[0]["group"]
+    assert rows[0]["colour"] == CONTROL_GREY
 
 
 def test_the_size_effect_is_drawn_only_with_two_sizes(tmp_path):
