@@ -1,4 +1,5 @@
-"""Where a run ran: software versions, the project's commit, the device and its precision.
+"""Where a run ran: software versions, the project's commit, the device (cpu, cuda or mps) and
+its precision.
 
 Results differ across CPUs (floating-point order acts like another seed), so a study that mixes
 runs from several machines is no bit-for-bit replicate: every run records its environment and
@@ -58,7 +59,8 @@ def describe(device: torch.device, precision: str) -> dict:
     """This process's environment, for a run's record."""
     env = {"python": platform.python_version(), "platform": platform.platform(terse=True),
            **{name: _version(name) for name in PACKAGES}, "augvit": project_commit(),
-           "precision": precision, "threads": torch.get_num_threads(), **cpu_description()}
+           "device": device.type, "precision": precision, "threads": torch.get_num_threads(),
+           **cpu_description()}
     if device.type == "cuda":
         env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
     return env
@@ -66,8 +68,8 @@ def describe(device: torch.device, precision: str) -> dict:
 
 def machine_key(env: dict) -> tuple:
     """What makes two runs' arithmetic comparable: device and the numerical software."""
-    return tuple(env.get(k) for k in ("cpu", "gpu", "cuda", "precision", "threads", "torch",
-                                      "transformers"))
+    return tuple(env.get(k) for k in ("device", "cpu", "gpu", "cuda", "precision", "threads",
+                                      "torch", "transformers"))
 
 
 def plain_environment(env: object) -> dict:

@@ -2,18 +2,22 @@
 shows. All of it is small and lives in git, so a clone, VS Code and Studio show it.
 
 Data (DVC draws them: `dvc plots show`, and `dvc plots diff` overlays experiments):
-  plots/curves.json              validation accuracy and loss per epoch, one row per version x
-                                 epoch (mean over seeds): one line per version
-  plots/per_class.json           test accuracy per class and version (mean over seeds)
+  plots/curves.json              validation accuracy (%) and loss per epoch, one row per group x
+                                 epoch: the mean over seeds and the seeds' min..max (a band)
+  plots/per_class.json           test accuracy per class and version (%, mean over seeds)
   plots/confusion/<group>.csv    one row per test image (actual, predicted) of the group's first
                                  seed: DVC's confusion template counts them
   plots/size_effect.json         each version minus the baseline (pp, paired 95% CI) per train
-                                 size
+                                 size; empty while the study has one size (nothing to draw)
 Pictures:
   plots/curves.png               the same curves with the seeds' min..max band
   plots/comparison.png           test accuracy per version with its 95% CI, and each version
                                  minus the baseline (paired 95% CI, Holm marked)
-  plots/size_effect.png          each version minus the baseline against the train size
+  plots/size_effect.png          each version minus the baseline against the train size (with
+                                 one size: a note saying what it needs)
+Every chart gives a version the same colour (the baseline always grey, CONTROL_GREY; the
+others PALETTE in study.versions order): the data rows carry it as `colour`, which .dvc/plots'
+templates draw with, and the version's place as `order`, which sorts their legends.
   plots/previews/<version>.png   the same test images: original beside augmented draws (mixed
                                  draws titled by their label weights)
 """
@@ -41,6 +45,24 @@ from augvit.predictions import decode_predictions  # noqa: E402
 from augvit.report import size_effect_rows  # noqa: E402
 
 
+CONTROL_GREY = "#7f7f7f"
+# matplotlib's tab10 without its grey, which only the baseline wears
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#bcbd22", "#17becf")
+
+
+def version_order(p: Params) -> dict[str, int]:
+    """Each version's place in the colour range: the baseline 0, the others 1, 2, ..."""
+    others = [v for v in p.study.versions if v != p.study.baseline]
+    return {p.study.baseline: 0, **{v: i + 1 for i, v in enumerate(others)}}
+
+
+def version_colours(p: Params) -> dict[str, str]:
+    """version -> its colour in every chart (the baseline grey)."""
+    return {v: CONTROL_GREY if i == 0 else PALETTE[(i - 1) % len(PALETTE)]
+            for v, i in version_order(p).items()}
+
+
 def read_tsv(path: Path) -> dict[int, float]:
     """DVCLive plot file (step, value) -> {step: value}."""
     with open(path) as f:
@@ -65,31 +87,34 @@ def group_curves(p: Params, live: Path, version: str, backbone: str, size: int,
 
 def plot_curves(p: Params, live: Path, out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = version_colours(p)
     styles = ["-", "--", ":", "-."]
-    for gi, (version, backbone, size) in enumerate(groups(p)):
-        c = colors[p.study.versions.index(version) % len(colors)]
+    for version, backbone, size in groups(p):
+        c = colours[version]
         style = styles[(p.study.backbones.index(backbone) * len(p.study.train_sizes)
                         + p.study.train_sizes.index(size)) % len(styles)]
-        for ax, metric in zip(axes, ("acc", "loss")):
-            stack = group_curves(p, live, version, backbone, size, metric)
+        for ax, metric, scale in zip(axes, ("acc", "loss"), (100, 1)):
+            stack = scale * group_curves(p, live, version, backbone, size, metric)
             epochs = np.arange(1, stack.shape[1] + 1)
             ax.plot(epochs, stack.mean(0), style, color=c, marker="o", markersize=3,
                     label=group_label(p, version, backbone, size))
             if len(stack) > 1:
                 ax.fill_between(epochs, stack.min(0), stack.max(0), color=c, alpha=0.12)
-    for ax, name in zip(axes, ("validation accuracy", "validation loss")):
+    n = len(p.study.seeds)
+    for ax, name, unit in zip(axes, ("Validation accuracy", "Validation loss"),
+                              ("validation accuracy (%)", "validation loss (cross-entropy)")):
         ax.set_xlabel("epoch")
+        ax.set_ylabel(unit)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.set_title(f"{name} (mean of {len(p.study.seeds)} seed(s); band: min..max)",
-                     fontsize=10)
+        ax.set_title(f"{name} per epoch, mean of {n} seed{'s' * (n > 1)}"
+                     + ("; band: lowest to highest seed" if n > 1 else ""), fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     _save(fig, out)
 
 
-def plot_comparison(analysis: dict, out: Path) -> None:
+def plot_comparison(analysis: dict, colours: dict[str, str], out: Path) -> None:
     """Left: test accuracy per group with its 95% CI. Right: every comparison of the family
     (each version minus the baseline, then each named contrast), paired by seed, with its 95%
     repeated interval; filled markers are the ones whose verdict says "helps" or "hurts"."""
@@ -101,18 +126,24 @@ def plot_comparison(analysis: dict, out: Path) -> None:
     def where(x: dict) -> str:
         return f"\n{BACKBONE_LABELS[x['backbone']]}, n={x['train_size']}" if many else ""
 
-    items = [(axes[0], g["test_acc"], g["version"] + where(g), True) for g in rows] + \
+    def colour(version: str) -> str:
+        return colours.get(version, "black")
+
+    # a version against the baseline wears the version's colour; a named contrast black
+    items = [(axes[0], g["test_acc"], g["version"] + where(g), True, colour(g["version"]))
+             for g in rows] + \
         [(axes[1], {"mean": c["diff"]["mean"], "ci95": c["diff"].get("interval")},
           (c["name"].replace(" - ", " −\n") if c["kind"] == "baseline"
            else f"{c['name']}:\n{c['a']} − {c['b']}") + where(c),
-          c["verdict"].startswith(("helps", "hurts"))) for c in comps]
+          c["verdict"].startswith(("helps", "hurts")),
+          colour(c["a"]) if c["kind"] == "baseline" else "black") for c in comps]
     ticks: dict = {axes[0]: [], axes[1]: []}
-    for ax, c, label, filled in items:
+    for ax, c, label, filled, col in items:
         k, mean = len(ticks[ax]), 100 * c["mean"]
         err = None if c["ci95"] is None else [[mean - 100 * c["ci95"][0]],
                                               [100 * c["ci95"][1] - mean]]
-        ax.errorbar(k, mean, yerr=err, fmt="o", capsize=5, color="tab:blue",
-                    markerfacecolor="tab:blue" if filled else "white")
+        ax.errorbar(k, mean, yerr=err, fmt="o", capsize=5, color=col,
+                    markerfacecolor=col if filled else "white")
         ticks[ax].append(label)
     for ax, labels in ticks.items():
         ax.set_xticks(range(len(labels)), labels, fontsize=8, rotation=30, ha="right")
@@ -123,16 +154,27 @@ def plot_comparison(analysis: dict, out: Path) -> None:
     axes[1].axhline(0, color="grey", lw=1)
     for sign in (-1, 1):
         axes[1].axhline(sign * 100 * analysis["target"], color="grey", lw=0.8, ls=":")
-    axes[1].set_ylabel("difference (pp)")
+    axes[1].set_ylabel("difference in test accuracy (percentage points)")
     axes[1].set_title("Paired differences, 95% repeated interval (filled: helps / hurts;\n"
                       "dotted: the target difference)", fontsize=10)
     fig.tight_layout()
     _save(fig, out)
 
 
-def plot_size_effect(rows: list[dict], baseline: str, out: Path) -> None:
+def plot_size_effect(rows: list[dict], baseline: str, colours: dict[str, str],
+                     out: Path) -> None:
     """Each version's paired difference to the baseline against the train size, with 95% CIs:
-    where augmentation pays and where it costs."""
+    where augmentation pays and where it costs. With one size there is no such effect to
+    draw: the picture says what it needs instead."""
+    if len({r["train_size"] for r in rows}) < 2:
+        fig, ax = plt.subplots(figsize=(7.5, 1.6))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "Size effect: this study has one train size; list two or more in "
+                "study.train_sizes\n(e.g. dvc exp run -S 'study.train_sizes=[500,5000]') to "
+                "see what each version adds by data size.", ha="center", va="center",
+                fontsize=9, wrap=True)
+        _save(fig, out)
+        return
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     keys = sorted({(r["version"], r["backbone"]) for r in rows}, key=lambda k: k[0])
     sizes = sorted({r["train_size"] for r in rows})
@@ -146,7 +188,7 @@ def plot_size_effect(rows: list[dict], baseline: str, out: Path) -> None:
                         [r["diff_high"] - r["diff"] for r in pts]])
         name = version if len({b for _, b in keys}) == 1 else f"{version} ({backbone})"
         line = ax.errorbar(x, y, yerr=None if np.isnan(err).all() else err, marker="o",
-                           capsize=4, label=name)
+                           capsize=4, label=name, color=colours.get(version))
         for xi, yi, r in zip(x, y, pts):
             if not r["verdict"].startswith(("helps", "hurts")):
                 ax.plot(xi, yi, "o", color="white", markeredgecolor=line[0].get_color(),
@@ -155,8 +197,8 @@ def plot_size_effect(rows: list[dict], baseline: str, out: Path) -> None:
     ax.set_xscale("log")
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.minorticks_off()
-    ax.set_xlabel("train images (log scale)")
-    ax.set_ylabel(f"test accuracy minus {baseline} (pp)")
+    ax.set_xlabel("training images (log scale)")
+    ax.set_ylabel(f"test accuracy minus {baseline} (percentage points)")
     ax.set_title("What each version adds over the control, by data size\n(95% repeated "
                  "interval; filled: helps / hurts by the report's rules)", fontsize=10)
     ax.grid(alpha=0.3)
@@ -226,28 +268,37 @@ def preview_images(prepared: Path, n: int, seed: int) -> tuple[torch.Tensor, tor
 
 
 def curve_rows(p: Params, live: Path) -> list[dict]:
-    """plots/curves.json: per group and epoch, the seeds' mean."""
-    rows = []
+    """plots/curves.json: per group and epoch, the seeds' mean and their lowest and highest
+    (accuracy in %): a line with a band per version."""
+    rows, order, colours = [], version_order(p), version_colours(p)
     for version, backbone, size in groups(p):
-        mean = {m: group_curves(p, live, version, backbone, size, m).mean(0)
-                for m in ("acc", "loss")}
-        n = min(len(mean["acc"]), len(mean["loss"]))
+        stacks = {m: scale * group_curves(p, live, version, backbone, size, m)
+                  for m, scale in (("acc", 100), ("loss", 1))}
+        n = min(s.shape[1] for s in stacks.values())
         label = group_label(p, version, backbone, size)
-        rows += [{"epoch": e + 1, "version": label, "val_acc": round(float(mean["acc"][e]), 5),
-                  "val_loss": round(float(mean["loss"][e]), 5)} for e in range(n)]
+        for e in range(n):
+            row = {"epoch": e + 1, "version": version, "group": label, "order": order[version],
+                   "colour": colours[version]}
+            for m, stack in stacks.items():
+                for suffix, value in (("", stack[:, e].mean()), ("_low", stack[:, e].min()),
+                                      ("_high", stack[:, e].max())):
+                    row[f"val_{m}{suffix}"] = round(float(value), 4)
+            rows.append(row)
     return rows
 
 
 def per_class_rows(p: Params, details: Path, classes: list[str]) -> list[dict]:
-    """plots/per_class.json: per group and class, the seeds' mean accuracy. Class names come
-    from the prepared data (checked there), never from eval/ files, which a remote can send."""
-    rows = []
+    """plots/per_class.json: per group and class, the seeds' mean accuracy (%). Class names
+    come from the prepared data (checked there), never from eval/ files, which a remote can
+    send."""
+    rows, order, colours = [], version_order(p), version_colours(p)
     for version, backbone, size in groups(p):
         runs = [load_json(Run(version, backbone, size, s).path(details, ".json"))
                 for s in p.study.seeds]
         acc = np.mean([r["per_class_acc"] for r in runs], axis=0)
         label = group_label(p, version, backbone, size)
-        rows += [{"class": c, "version": label, "acc": round(float(a), 5)}
+        rows += [{"class": c, "version": version, "group": label, "order": order[version],
+                  "colour": colours[version], "acc": round(100 * float(a), 3)}
                  for c, a in zip(classes, acc, strict=True)]
     return rows
 
@@ -276,15 +327,22 @@ def render_all(p: Params, live: Path, details: Path, analysis: Path, recipes: Pa
         (tmp / "per_class.json").write_text(json.dumps(per_class_rows(p, details, classes))
                                             + "\n")
         effect = size_effect_rows(study)
-        (tmp / "size_effect.json").write_text(json.dumps(effect) + "\n")
+        order, colours = version_order(p), version_colours(p)
+        several = len(p.study.backbones) > 1
+        drawn = [{**r, "order": order[r["version"]], "colour": colours[r["version"]],
+                  "group": r["version"] + (f" ({BACKBONE_LABELS[r['backbone']]})" if several
+                                           else "")} for r in effect] \
+            if len(p.study.train_sizes) > 1 else []       # one size: no effect of size
+        (tmp / "size_effect.json").write_text(json.dumps(drawn) + "\n")
         labels = load_split(prepared, "test")[1].numpy()
         for version, backbone, size in groups(p):
             first = Run(version, backbone, size, p.study.seeds[0])
             write_confusion_rows(load_json(first.path(details, ".json")), labels, classes,
                                  tmp / "confusion" / f"{version}-{backbone}-n{size}.csv")
         plot_curves(p, live, tmp / "curves.png")
-        plot_comparison(study, tmp / "comparison.png")
-        plot_size_effect(effect, p.study.baseline, tmp / "size_effect.png")
+        plot_comparison(study, version_colours(p), tmp / "comparison.png")
+        plot_size_effect(effect, p.study.baseline, version_colours(p),
+                         tmp / "size_effect.png")
         images, picked = preview_images(prepared, p.plots.preview_images, p.plots.preview_seed)
         for version in p.study.versions:
             recipe = load_json(recipes / f"{version}.json")["ops"]

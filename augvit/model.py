@@ -14,9 +14,13 @@ is read. A pickle, the earlier format, is refused unread.
 """
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
+import shutil
 import struct
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -67,10 +71,54 @@ def build_vit(config: dict[str, Any] | None, pretrained: str | None,
 
 
 def pick_device(accelerator: str) -> torch.device:
-    """train.accelerator -> the device: auto means CUDA when there is one."""
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+    """train.accelerator -> the device. auto: CUDA when it works, else the CPU, and if an NVIDIA
+    GPU is there but CUDA cannot use it, a loud message first (a silent CPU run takes hours);
+    gpu/cuda and mps: that device, or an error saying why it cannot be used."""
+    if accelerator == "cpu":
+        return torch.device("cpu")
+    if accelerator == "mps":
+        if not torch.backends.mps.is_available():
+            raise StageError(
+                "train.accelerator: mps, but this torch offers no MPS device (Apple silicon "
+                f"with macOS 12.3 or newer; built with MPS: {torch.backends.mps.is_built()}). "
+                "Use auto or cpu.")
+        return torch.device("mps")
+    problem = cuda_problem()
+    if problem is None:
         return torch.device("cuda")
+    if accelerator in ("gpu", "cuda"):
+        raise StageError(f"train.accelerator: {accelerator}, but {problem} Fix that, or use "
+                         "auto (which falls back to the CPU) or cpu.")
+    if nvidia_gpu_present() and not cuda_hidden():
+        print(f"\n*** WARNING: an NVIDIA GPU is here but {problem} This run trains on the CPU "
+              "instead, many times slower. Install the PyTorch build for this driver (README, "
+              "Set up), or set train.accelerator: cpu to run on the CPU on purpose. ***\n",
+              file=sys.stderr, flush=True)
     return torch.device("cpu")
+
+
+@functools.cache
+def cuda_problem() -> str | None:
+    """None if CUDA runs a kernel on device 0; else why not, as a sentence."""
+    if torch.version.cuda is None:
+        return "this torch is a CPU-only build (no CUDA)."
+    try:
+        torch.cuda.init()                                  # a driver too old fails here
+        (torch.ones(1, device="cuda") + 1).item()          # a card with no kernel, here
+    except Exception as e:  # noqa: BLE001 - any failure means "not usable", with its reason
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        return f"CUDA {torch.version.cuda} cannot use it: {first}."
+    return None
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA driver is loaded (Linux) or its tool is installed (any system)."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def cuda_hidden() -> bool:
+    """CUDA_VISIBLE_DEVICES empty (or -1): the GPUs are hidden on purpose (a CPU slot)."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
 
 
 class ViTClassifier(nn.Module):

@@ -197,7 +197,8 @@ class TrainParams(Section):
     weight_decay: float = allowed("a number >= 0", ge=0)
     warmup_epochs: float = allowed("a number in [0, train.epochs]", ge=0)
     label_smoothing: float = allowed("a number in [0, 1)", ge=0, lt=1)
-    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = allowed("auto, cpu, gpu or cuda")
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = allowed(
+        "auto, cpu, gpu, cuda or mps (Apple silicon)")
     devices: int = allowed("a whole number >= 1", ge=1)
     num_nodes: int = allowed("a whole number >= 1", ge=1)
     strategy: str = allowed("a Lightning strategy name: auto, ddp, ...", min_length=1)

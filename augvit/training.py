@@ -1,19 +1,25 @@
 """Training one run with Lightning: the module, the batches, epoch checkpoints and resuming.
 
 `train_run` trains one version x backbone x seed and writes the model file and the DVCLive
-curves. An epoch checkpoint is rewritten (atomically) after every epoch in a resume folder
-outside DVC's outputs, so a run killed mid-way continues after its last completed epoch when
-`dvc repro` runs again; every epoch's randomness derives from (seed, epoch), so the resumed run
-ends bit-identical to an uninterrupted one on the same machine.
+curves. DVCLive writes into the run's folder that dvc.yaml declares while it trains, epoch by
+epoch, so `dvc exp run` shows the curve live (VS Code, Studio). An epoch checkpoint is rewritten
+(atomically) after every epoch in a resume folder outside DVC's outputs, so a run killed mid-way
+continues after its last completed epoch when `dvc repro` runs again; every epoch's randomness
+derives from (seed, epoch), so the resumed run ends bit-identical to an uninterrupted one on the
+same machine. The checkpoint also carries the curve up to its epoch: DVC removes a stage's
+outputs before it reruns it, and the resumed run rebuilds its curve from the checkpoint, then
+continues it (no step twice, none missing).
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import pickle
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -80,9 +86,10 @@ class TrainModule(L.LightningModule):
                 f"{self.current_epoch}, step {self.global_step}. Lower train.lr (or set "
                 "train.precision: 32-true) and rerun.")
         self.train_acc(logits, labels)
+        # logger=False: EpochLog logs them, before the epoch's checkpoint is written
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels),
-                 sync_dist=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+                 sync_dist=True, logger=False)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, logger=False)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
@@ -163,15 +170,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class EpochLog(Callback):
-    """One line per epoch in the stage's log (DVC's log is no terminal: the progress bar shows
-    only its last state there), naming the epoch and its validation result."""
+    """Each epoch's end, before its checkpoint is written: the epoch's train metrics go to the
+    loggers (Lightning would log them only after the checkpoint), one line goes to the stage's
+    log (DVC's log is no terminal: the progress bar shows only its last state there), and the
+    checkpoint gets the live curve's files as they then stand, so a resume rebuilds the curve
+    exactly up to the epoch it continues after (`restore_live`)."""
+
+    TRAIN_METRICS = ("train/loss", "train/acc")
+
+    def __init__(self, live_dir: Path):
+        self.live_dir = live_dir
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = {k: m[k] for k in self.TRAIN_METRICS if k in m}
+        # the step and `epoch` Lightning itself gives epoch-end train metrics
+        for logger in trainer.loggers:
+            logger.log_metrics({**row, "epoch": trainer.current_epoch},
+                               step=trainer.global_step - 1)
         if trainer.is_global_zero:
-            m = {k: float(v) for k, v in trainer.callback_metrics.items()}
             epoch = trainer.current_epoch + 1
             validated = epoch % (trainer.check_val_every_n_epoch or 1) == 0
             val = (f", val acc {m['val/acc']:.4f}, val loss {m['val/loss']:.4f}"
@@ -179,6 +199,75 @@ class EpochLog(Callback):
             print(f"train: epoch {epoch}/{trainer.max_epochs} "
                   f"train loss {m.get('train/loss', float('nan')):.4f}{val} "
                   f"({time.perf_counter() - self.t0:.1f}s)", flush=True)
+
+    def state_dict(self) -> dict:
+        return {LIVE_FILES: live_files(self.live_dir)}
+
+
+LIVE_FILES = "live_files"
+
+
+def live_files(live_dir: Path) -> dict[str, str]:
+    """Every file of a DVCLive folder (a few small text files): relative path -> text."""
+    if not live_dir.is_dir():
+        return {}
+    return {f.relative_to(live_dir).as_posix(): f.read_text(encoding="utf-8")
+            for f in sorted(live_dir.rglob("*")) if f.is_file()}
+
+
+def restore_live(live_dir: Path, checkpoint: dict, source: Path) -> None:
+    """Rewrite `live_dir` to the curve files that `checkpoint` carries (EpochLog.state_dict):
+    whatever the folder held (removed by DVC, or rows past the checkpoint's epoch) goes."""
+    files = checkpoint["callbacks"][EpochLog.__qualname__][LIVE_FILES]
+    for rel in files:
+        parts = Path(rel).parts
+        if not parts or Path(rel).is_absolute() or ".." in parts or ":" in rel or "\\" in rel:
+            raise UnsafeCheckpointError(
+                f"resume checkpoint {source} names a curve file {rel!r} outside its run's "
+                "curve folder; nothing was written. Delete it (or pass --fresh) to start this "
+                "run over.")
+    shutil.rmtree(live_dir, ignore_errors=True)
+    for rel, text in files.items():
+        (live_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (live_dir / rel).write_text(text, encoding="utf-8")
+    live_dir.mkdir(parents=True, exist_ok=True)
+
+
+# ------------------------------------------------------------------ quiet logs
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertisements ("💡 Tip: ... try installing litlogger")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip:")
+
+
+def quiet_libraries() -> None:
+    """Keep a training's log to what concerns its user: each filter names one message and the
+    module that issues it, so every other warning still shows.
+
+    - Lightning's tips advertise its cloud services on every run;
+    - "Checkpoint directory ... exists and is not empty": the run's resume folder, which this
+      module owns and empties on a fresh start (it holds the run's stamp, and on a resume the
+      checkpoint it resumes from);
+    - torch's deprecation of `LeafSpec`, which Lightning's own `_pytree` still uses;
+    - "The `srun` command is available ... but is not used": a SLURM login node running
+      `dvc repro` trains in one process on purpose (slurm/ starts the multi-node runs).
+    """
+    rules = (
+        (r"Checkpoint directory .* exists and is not empty", Warning,
+         r"lightning\.pytorch\.callbacks\.model_checkpoint"),
+        (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning,
+         r"lightning\.pytorch\.utilities\._pytree"),
+        (r"The `srun` command is available on your system but is not used", Warning,
+         r"lightning\.fabric\.plugins\.environments\.slurm"),
+    )
+    for message, category, module in rules:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _NoTips) for f in log.filters):
+            log.addFilter(_NoTips())
 
 
 # ------------------------------------------------------------------ resuming
@@ -202,18 +291,17 @@ def load_resume_checkpoint(path: Path) -> dict:
             "`rm -r` its folder) to start this run over.") from None
 
 
-def completed_epochs(path: Path) -> int:
-    """How many epochs an epoch checkpoint holds (Lightning stores the 0-based epoch index)."""
-    return int(load_resume_checkpoint(path)["epoch"]) + 1
-
-
 def usable_checkpoint(path: Path) -> bool:
     """True if `path` is a complete Lightning checkpoint (a kill can leave a truncated one)."""
     if not path.is_file():
         return False
     try:
         ckpt = load_resume_checkpoint(path)
-        return isinstance(ckpt, dict) and "state_dict" in ckpt and "loops" in ckpt
+        if not (isinstance(ckpt, dict) and "state_dict" in ckpt and "loops" in ckpt):
+            return False
+        # without the curve's files (EpochLog), the curve could not continue: start over
+        curve = ckpt.get("callbacks", {}).get(EpochLog.__qualname__, {})
+        return isinstance(curve.get(LIVE_FILES), dict)
     except UnsafeCheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - any unreadable file means "start over"
@@ -306,6 +394,7 @@ def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model
               timing_out: Path | None = None) -> None:
     from dvclive.lightning import DVCLiveLogger     # here: the one import only training needs
     t0 = time.perf_counter()
+    quiet_libraries()
     t = params.train
     recipe = load_json(recipe_path)["ops"]
     classes = load_classes(prepared)
@@ -326,10 +415,16 @@ def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model
     resuming = open_resume_dir(resume_dir, run_fingerprint(params, run, recipe, prepared), fresh)
     last = resume_dir / "last.ckpt"
     if resuming:
-        done = completed_epochs(last)
+        state = load_resume_checkpoint(last)
+        done = int(state["epoch"]) + 1
         print(f"train: resuming {run.id} after epoch {done} of {t.epochs} from {last}; "
               f"training epochs {done + 1}..{t.epochs} (delete it or pass --fresh to start over)")
-    logger = DVCLiveLogger(dir=str(resume_dir / "dvclive"), dvcyaml=False, save_dvc_exp=False,
+        if is_launch_rank_zero():
+            restore_live(live_out, state, last)
+    elif is_launch_rank_zero():
+        shutil.rmtree(live_out, ignore_errors=True)
+    # Where dvc.yaml declares the run's curve, written as it trains (live in VS Code and Studio)
+    logger = DVCLiveLogger(dir=str(live_out), dvcyaml=False, save_dvc_exp=False,
                            resume=resuming, report=None)
     # One checkpoint, `last.ckpt`, rewritten (atomically) at the end of every epoch. Not
     # `save_last=True, save_top_k=0`: Lightning writes `last` only in a step where a top-k
@@ -337,15 +432,17 @@ def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model
     ckpt = ModelCheckpoint(dirpath=resume_dir, filename="last", monitor=None, save_top_k=1,
                            save_last=False, every_n_epochs=1, save_on_train_epoch_end=True,
                            enable_version_counter=False)
-    precision = resolve_precision(t.precision, t.accelerator)
+    # the device chosen once, loudly if CUDA is there but unusable, and Lightning told which
+    accelerator = {"cuda": "gpu", "mps": "mps"}.get(pick_device(t.accelerator).type, "cpu")
+    precision = resolve_precision(t.precision, accelerator)
     # An exponential moving average of the weights (Lightning's callback; its state is in the
     # epoch checkpoint, so a resumed run averages on): validation and the model file use it.
     averaging = [EMAWeightAveraging(decay=t.ema_decay)] if t.ema_decay > 0 else []
     trainer = L.Trainer(
-        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
+        max_epochs=t.epochs, accelerator=accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy,
         precision=precision,
-        logger=logger, callbacks=[ckpt, *averaging, EpochLog()],
+        logger=logger, callbacks=[ckpt, *averaging, EpochLog(live_out)],
         check_val_every_n_epoch=t.val_every,
         plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         default_root_dir=resume_dir,    # where Lightning would look for its own SLURM checkpoint
@@ -367,8 +464,6 @@ def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model
         env = describe(trainer.strategy.root_device, precision)
         save_classifier(module.net, model_out, epoch=trainer.current_epoch - 1,
                         global_step=trainer.global_step, environment=env)
-        with atomic_path(live_out) as tmp:
-            shutil.copytree(resume_dir / "dvclive", tmp)
         shutil.rmtree(resume_dir, ignore_errors=True)
         seconds = time.perf_counter() - t0
         if timing_out is not None:      # machine data beside the study, not one of its outputs

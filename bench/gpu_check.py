@@ -59,7 +59,7 @@ GPU_PYTHON = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_pl
 
 
 def needed_here(there: frozenset[str] | set[str] = frozenset()) -> list[str]:
-    """The direct dependencies (requirements.in) that the node lacks (`there`: what it has), at
+    """The direct dependencies (pyproject.toml) that the node lacks (`there`: what it has), at
     the versions the lock (requirements.txt) pins for the node's Python and platform. The lock
     says every version, so nothing here depends on what this Python has installed."""
     try:
@@ -74,19 +74,20 @@ def needed_here(there: frozenset[str] | set[str] = frozenset()) -> list[str]:
 
     pins = {norm(r.name): f"{r.name}{r.specifier}" for r in reqs("requirements.txt")
             if r.marker is None or r.marker.evaluate(GPU_PYTHON)}
-    missing = [norm(r.name) for r in reqs("requirements.in") if norm(r.name) not in there]
+    import tomllib
+    direct = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    missing = [norm(r.name) for r in map(Requirement, direct) if norm(r.name) not in there]
     unpinned = [name for name in missing if name not in pins]
     if unpinned:
         sys.exit(f"gpu_check: requirements.txt pins no version of {', '.join(unpinned)}: "
-                 "recompile it from requirements.in (the command is in requirements.in)")
+                 "recompile the locks from pyproject.toml (bash .ci/lock)")
     return [pins[name] for name in missing]
 
 
 def direct_dependencies() -> set[str]:
-    lines = (line.split("#")[0].strip() for line in (ROOT / "requirements.in").read_text()
-             .splitlines())
-    return {norm(re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0]) for line in lines
-            if line and not line.startswith("-")}
+    import tomllib
+    direct = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return {norm(re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0]) for line in direct}
 
 
 def fetch_wheels(dest: Path, listing: Path) -> None:

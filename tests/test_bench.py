@@ -74,7 +74,7 @@ def test_gpu_check_study_params_are_valid_params(tmp_path, device):
 
 
 def test_gpu_check_takes_versions_from_the_lock_not_from_the_installed_packages():
-    """What to carry to the GPU machine comes from requirements.in and the lock alone; without
+    """What to carry to the GPU machine comes from pyproject.toml and the lock alone; without
     `packaging` (a Python outside the project's environment) it says so by name."""
     code = ("import sys; sys.path.insert(0, 'bench'); import gpu_check; "
             "print(gpu_check.needed_here())")

@@ -13,7 +13,8 @@ from transformers import ViTConfig, ViTForImageClassification
 
 from augvit.data.batches import ArrayBatches
 from augvit.model import ModelFileError, ViTClassifier, load_classifier, save_classifier
-from augvit.training import (AtomicCheckpointIO, NonFiniteLossError, TrainModule,
+from augvit import model as model_module
+from augvit.training import (AtomicCheckpointIO, EpochLog, NonFiniteLossError, TrainModule,
                              UnsafeCheckpointError, resolve_precision, usable_checkpoint)
 
 TINY = {"image_size": 16, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 1,
@@ -221,12 +222,18 @@ def test_a_lightning_checkpoint_loads_weights_only(tmp_path):
                     label_smoothing=0.0)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False,
-                        limit_train_batches=2, limit_val_batches=0)
+                        limit_train_batches=2, limit_val_batches=0,
+                        callbacks=[EpochLog(tmp_path / "live")])
     batches = ArrayBatches(torch.zeros(4, 3, 16, 16, dtype=torch.uint8),
                            torch.tensor([0, 1, 2, 0]), 2)
     trainer.fit(m, train_dataloaders=batches)
     trainer.save_checkpoint(tmp_path / "last.ckpt")
     assert usable_checkpoint(tmp_path / "last.ckpt")
+    # one without the live curve's files (EpochLog's state) cannot continue its curve
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    del ckpt["callbacks"]["EpochLog"]
+    torch.save(ckpt, tmp_path / "no-curve.ckpt")
+    assert not usable_checkpoint(tmp_path / "no-curve.ckpt")
     assert AtomicCheckpointIO().load_checkpoint(tmp_path / "last.ckpt")["epoch"] == \
         trainer.current_epoch
 
@@ -244,11 +251,11 @@ def test_non_finite_loss_names_version_and_step():
 
 def test_bf16_autocast_is_chosen_only_on_cuda(monkeypatch):
     assert resolve_precision("auto", "cpu") == "32-true"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)     # as on a GPU machine
+    monkeypatch.setattr(model_module, "cuda_problem", lambda: None)   # as on a GPU machine
     assert resolve_precision("auto", "auto") == "bf16-mixed"
     assert resolve_precision("auto", "cpu") == "32-true"             # asked for the CPU
     assert resolve_precision("32-true", "auto") == "32-true"         # an explicit choice stays
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(model_module, "cuda_problem", lambda: "no NVIDIA driver.")
     assert resolve_precision("auto", "auto") == "32-true"
 
 
