@@ -72,11 +72,13 @@ def wait_for(cluster: Cluster, jobs: dict[str, str], expected: int,
 def test_job_array_and_gather_equal_one_machine(cluster, tmp_path_factory):
     """prepare, a 3-task array (each task: its own checkout, its slice of the 4 runs, a push
     to the remote), gather (pull, restore every training from the run-cache, evaluate, compare,
-    plot): all COMPLETED, no training in the gather job, and the study equals one machine's."""
+    plot): all COMPLETED, no training in the gather job, and the study equals one machine's.
+    Each task asks for a GPU (--gres=gpu:1 of the node's two stand-in GPUs): SLURM gives each
+    its own device in CUDA_VISIBLE_DEVICES (the trainings themselves run on CPU slots)."""
     ref = reference(tmp_path_factory)
     proj = clone(tmp_path_factory, "slurm")
     remote = proj.parent / "remote"
-    settings = {"TASKS": "3", "GPUS_PER_TASK": "0", "CPUS_PER_TASK": "1", "TIME": "00:30:00",
+    settings = {"TASKS": "3", "GPUS_PER_TASK": "1", "CPUS_PER_TASK": "1", "TIME": "00:30:00",
                 "FANOUT": "--cpu-slots 1 --threads 1", "VENV": sys.prefix,
                 "REMOTE": str(remote), "SCRATCH_DIR": str(proj.parent / "scratch")}
     out = cluster.run("bash", "slurm/submit.sh", env={**env(), **settings}, cwd=proj)
@@ -91,10 +93,13 @@ def test_job_array_and_gather_equal_one_machine(cluster, tmp_path_factory):
                                     [f"{jobs['train']}_{i}" for i in range(3)]), states
     assert set(states.values()) == {"COMPLETED"}, f"{states}{report}{cluster.logs()}"
 
-    trained = {}
+    trained, devices = {}, {}
     for i in range(3):
         text = (logs / f"augvit-train-{jobs['train']}_{i}.out").read_text()
         trained[i] = re.findall(r"\] (train@\S+) trained", text)
+        devices[i] = re.findall(r"GPUs: CUDA_VISIBLE_DEVICES=(\S*)\)", text)
+    assert all(d in (["0"], ["1"]) for d in devices.values()), devices
+    assert {d[0] for d in devices.values()} == {"0", "1"}, devices     # two at a time
     assert sorted(s for t in trained.values() for s in t) == \
         sorted(s for s in pipeline_stages(proj) if s.startswith("train@")), trained
     gather = (logs / f"augvit-gather-{jobs['gather']}.out").read_text()
