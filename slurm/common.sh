@@ -20,8 +20,10 @@ use_project_dvc() {  # in a task's checkout: the project's remotes, default remo
     fi
 }
 
-own_bytes() {  # bytes in this folder's files that are its own copies (not links), .git aside
-    find . -path ./.git -prune -o -type f -links 1 -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'
+own_bytes() {  # bytes of the files here that are this checkout's own copies (not links),
+    # leaving out git's and DVC's own state (.git, .dvc/tmp)
+    find . \( -path ./.git -o -path ./.dvc/tmp \) -prune -o -type f -links 1 -printf '%s\n' |
+        awk '{ s += $1 } END { print s + 0 }'
 }
 
 at_submitted_commit() {  # the project's workspace must still hold the submitted study

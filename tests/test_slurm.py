@@ -246,6 +246,28 @@ def test_failed_and_timed_out_tasks_lose_nothing_and_a_resubmission_resumes(
     assert trained == {slices[0][1], slices[1][1]}, second        # nothing finished retrained
     for stage in (slices[0][0], slices[1][0]):
         assert f"{stage} up to date / restored" in "".join(second.values()), second
-    assert re.search(rf"{re.escape(slices[1][1])} trained in \d+s \(resumed after epoch "
-                     r"[1-9]\d* of 30\)", second[1]), second[1]
+    assert re.search(rf"{re.escape(slices[1][1])} trained \(resumed after epoch [1-9]\d* "
+                     r"of 30\) in \d+s", second[1]), second[1]
     assert dvc_status(proj) == {}
+
+
+@pytest.mark.e2e
+def test_a_shared_cache_links_the_data_instead_of_copying_it(cluster, tmp_path_factory):
+    """One task, the study trained once with a cache of its own (CACHE_DIR=none: the data
+    pulled and copied into the task's checkout) and once with the project's cache shared
+    (the default): the bytes copied into the task's checkout, as the task logs them."""
+    copied = {}
+    for cache in ("none", ""):
+        proj = clone(tmp_path_factory, f"cache {cache or 'shared'}")
+        settings = {"TASKS": "1", "GPUS_PER_TASK": "0", "CPUS_PER_TASK": "2",
+                    "TIME": "00:20:00", "FANOUT": "--cpu-slots 2 --threads 1",
+                    "VENV": sys.prefix, "REMOTE": str(proj.parent / "remote"),
+                    "SCRATCH_DIR": str(proj.parent / "scratch"), "CACHE_DIR": cache}
+        out = cluster.run("bash", "slurm/submit.sh", env={**env(), **settings}, cwd=proj)
+        jobs = dict(re.findall(r"(prepare|train|gather)=(\d+)", out))
+        states = wait_for(cluster, jobs, expected=3)
+        log = task_log(proj, jobs["train"], 0)
+        assert set(states.values()) == {"COMPLETED"}, (states, log)
+        copied[cache or "shared"] = int(re.search(r"not links\): (\d+)", log)[1])
+    print(f"bytes copied into the task's checkout: {copied}")
+    assert copied["shared"] < copied["none"], copied
