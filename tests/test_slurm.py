@@ -267,7 +267,7 @@ def test_a_shared_cache_links_the_data_instead_of_copying_it(cluster, tmp_path_f
         jobs = dict(re.findall(r"(prepare|train|gather)=(\d+)", out))
         states = wait_for(cluster, jobs, expected=3)
         log = task_log(proj, jobs["train"], 0)
-        assert set(states.values()) == {"COMPLETED"}, (states, log)
+        assert set(states.values()) == {"COMPLETED"}, f"{states}\n{log[-6000:]}"
         copied[cache or "shared"] = int(re.search(r"not links\): (\d+)", log)[1])
     print(f"bytes copied into the task's checkout: {copied}")
     assert copied["shared"] < copied["none"], copied
