@@ -2,7 +2,9 @@
 
 Debian's packages (slurmctld, slurmd, slurm-client, munge; SLURM 22.05) as a new user would set
 them up, in a temporary folder: a munge key and munged (run as the `munge` user, on its own
-socket), a slurm.conf with one node of this machine's CPUs, `ProctrackType=proctrack/linuxproc`
+socket), a slurm.conf with one node of this machine's CPUs and `gpus` GPUs as generic resources
+(GRES; gres.conf names stand-in device files, links to /dev/null, as no GPU is needed to
+allocate one: SLURM sets each job's CUDA_VISIBLE_DEVICES to its share), `ProctrackType=proctrack/linuxproc`
 and `TaskPlugin=task/none` (no cgroup.conf: 22.05 has no `CgroupPlugin=disabled`, and with that
 line slurmd refuses to start), slurmctld and slurmd on free ports. Needs root. `stop()` ends
 the jobs and every daemon it started, also after a failure.
@@ -48,8 +50,8 @@ def sbin(name: str) -> str:
 
 
 class Cluster:
-    def __init__(self, cpus: int = 2):
-        self.cpus = cpus
+    def __init__(self, cpus: int = 2, gpus: int = 2):
+        self.cpus, self.gpus = cpus, gpus
         # not under pytest's tmp folders: munged must reach its socket folder as `munge`
         self.dir = Path(tempfile.mkdtemp(prefix="augvit-slurm-"))
         self.dir.chmod(0o755)
@@ -88,8 +90,14 @@ class Cluster:
 
     def _config(self) -> None:
         d = self.dir
-        for sub in ("state", "spool", "log"):
+        for sub in ("state", "spool", "log", "dev"):
             (d / sub).mkdir()
+        for i in range(self.gpus):                   # stand-ins for /dev/nvidia<i>
+            (d / "dev" / f"gpu{i}").symlink_to("/dev/null")
+        gres = f"Gres=gpu:{self.gpus}" if self.gpus else ""
+        (d / "gres.conf").write_text(
+            f"AutoDetect=off\nName=gpu File={d / 'dev'}/gpu[0-{self.gpus - 1}]\n"
+            if self.gpus else "")
         self.conf.write_text(f"""\
 ClusterName=augvittest
 SlurmctldHost={self.node}(127.0.0.1)
@@ -115,8 +123,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
+GresTypes=gpu
 JobAcctGatherType=jobacct_gather/none
-NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} State=UNKNOWN
+NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} {gres} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
 
