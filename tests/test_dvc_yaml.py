@@ -70,9 +70,15 @@ def code_run_by(entry: str) -> set[Path]:
     return {p for p in seen if not (p.name == "__init__.py" and is_docstring_only(p))}
 
 
-def stage_entry(cmd: str) -> str:
+def stage_entries(cmd: str) -> list[str]:
+    """Every module a stage's command line runs (`python -m X ...`), in order: a stage that
+    holds params values first runs the params check (stages.validate), then its own."""
     words = cmd.split()
-    return words[words.index("-m") + 1]
+    return [words[i + 1] for i, w in enumerate(words) if w == "-m"]
+
+
+def stage_entry(cmd: str) -> str:
+    return stage_entries(cmd)[-1]
 
 
 def code_deps(stage: dict) -> set[Path]:
@@ -115,7 +121,7 @@ def op_code() -> set[Path]:
 
 def stage_code(name: str, stage: dict) -> set[Path]:
     """The project files a stage runs (or, for the recipe stage, reads to hash them)."""
-    runs = code_run_by(stage_entry(stage["cmd"]))
+    runs = set().union(*(code_run_by(m) for m in stage_entries(stage["cmd"])))
     if name in OPS_HASHED:
         runs |= OP_FILES
     elif REGISTRY in runs and name not in OPS_COVERED:

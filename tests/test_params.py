@@ -209,6 +209,7 @@ def test_the_study_matrix_is_capped_by_a_key_the_message_names():
     assert any(p.startswith("study: got '20000 runs'; allowed: at most study.max_runs=500 runs")
                and "raise study.max_runs in params.yaml" in p for p in problems), problems
     parse_params(with_changes(study__seeds=list(range(100)), study__train_sizes=[1, 2],
+                              study__looks=[100],
                               study__max_runs=800))          # 4 x 1 x 2 x 100 = 800: allowed
 
 
@@ -233,8 +234,18 @@ def test_keys_and_values_from_outside_reach_the_terminal_as_visible_text():
 @pytest.mark.parametrize("depth", [900, 5000])
 def test_values_nested_past_python_s_recursion_are_named(tmp_path, depth):
     deep = tmp_path / "params.yaml"
-    deep.write_text((ROOT / "params.yaml").read_text().replace(
-        "  seeds: [0, 1, 2, 3, 4, 5]", "  seeds: " + "[" * depth + "0" + "]" * depth))
+    deep.write_text(re.sub(r"(?m)^  seeds: \[[0-9, ]*\]", "  seeds: " + "[" * depth + "0" +
+                           "]" * depth, (ROOT / "params.yaml").read_text()))
     assert "[[[" in deep.read_text()
     with pytest.raises(ParamsError, match=r"nest deeper than Python parses"):
         load_params(deep)
+
+
+def test_the_design_allows_no_more_seeds_than_its_last_look():
+    problems = problems_of(with_changes(study__seeds=list(range(31)), study__looks=[10, 20, 30]))
+    assert any(p.startswith("study.seeds: got '31 seeds'; allowed: at most the design's last "
+                            "look, 30 seeds") and "extend study.looks" in p for p in problems)
+    assert any(p.startswith("study.looks: got [20, 10]") for p in
+               problems_of(with_changes(study__looks=[20, 10])))
+    assert any(p.startswith("study.spending") for p in
+               problems_of(with_changes(study__spending="haybittle")))
