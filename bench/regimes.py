@@ -1,8 +1,8 @@
 """Which training regime decides a comparison in the fewest CPU-minutes?
 
-    python -m bench.regimes --out bench/results/regimes.json            # the committed figures
-    python -m bench.regimes --seeds 0 1 --regimes ema40 --out /tmp/r.json   # a quick look
-    python -m bench.regimes --table bench/results/regimes*.json > bench/results/regimes.md
+    OMP_NUM_THREADS=1 python -m bench.regimes --out bench/results/regimes/regimes.json
+    python -m bench.regimes --seeds 0 1 --regimes ema40 --out quick.json     # a quick look
+    python -m bench.regimes --table bench/results/regimes/*.json > bench/results/regimes/table.md
 
 Trains the control and one augmented version (study.baseline and `--version`, default
 version_0) on the same seeds under each candidate regime, with the project's own training and
