@@ -208,8 +208,9 @@ class TrainParams(Section):
     ema_decay: float = allowed("a number in [0, 1): the decay of the exponential moving "
                                "average of the weights that validation and the model file "
                                "use; 0 keeps the last weights", ge=0, lt=1)
-    val_every: int = allowed("a whole number >= 1: validate after every this many epochs "
-                             "(the curves' points; no trained weight depends on it)", ge=1)
+    val_every: int = allowed("a whole number >= 1: validate after every this many epochs, "
+                             "at most train.epochs (the curves' points; no trained weight "
+                             "depends on it)", ge=1)
 
 
 class EvalParams(Section):

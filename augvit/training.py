@@ -443,7 +443,7 @@ def train_run(params: Params, run: Run, recipe_path: Path, prepared: Path, model
         num_nodes=t.num_nodes, strategy=t.strategy,
         precision=precision,
         logger=logger, callbacks=[ckpt, *averaging, EpochLog(live_out)],
-        check_val_every_n_epoch=t.val_every,
+        check_val_every_n_epoch=min(t.val_every, t.epochs),     # a curve has a point or more
         plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         default_root_dir=resume_dir,    # where Lightning would look for its own SLURM checkpoint
         num_sanity_val_steps=0, log_every_n_steps=10,

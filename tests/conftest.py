@@ -38,7 +38,8 @@ TINY = {
     "study": {"seeds": [0], "train_sizes": [24]},
     "model": {"image_size": 16, "patch_size": 8, "hidden_size": 16, "num_layers": 1,
               "num_heads": 2, "mlp_ratio": 2},
-    "train": {"epochs": 2, "batch_size": 8, "warmup_epochs": 0.5, "accelerator": "cpu"},
+    "train": {"epochs": 2, "batch_size": 8, "warmup_epochs": 0.5, "accelerator": "cpu",
+              "val_every": 1},
     "eval": {"batch_size": 7},
     "plots": {"preview_images": 2, "preview_draws": 2},
 }

@@ -224,3 +224,30 @@ def test_a_recorded_environment_keeps_only_short_strings():
                              "long": "y" * 1000, 3: "z"})
     assert got == {"cpu": "x" * 10, "cpu_flags": ["avx2"]}
     assert plain_environment("not a dict") == {}
+
+
+def leaves(x: dict, prefix: str = "") -> set[str]:
+    """The dotted keys of a nested mapping's values: the columns `dvc exp show` makes of it."""
+    return set().union(*(leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k}
+                         for k, v in x.items()))
+
+
+def test_the_default_study_shows_at_most_20_metric_columns_at_any_number_of_seeds():
+    """`dvc exp show` lists every key of every declared metrics file: the default study's are
+    metrics/summary.json's alone (the per-run files are outputs, not metrics), and their count
+    does not grow with the seeds."""
+    import yaml
+    from conftest import DEFAULT_PARAMS, ROOT
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    declared = [m for s in stages.values() for m in s.get("metrics", [])]
+    assert declared == [{"metrics/summary.json": {"cache": False}}]
+    st = DEFAULT_PARAMS["study"]
+    for n in (6, 12, 24):
+        rng = np.random.default_rng(n)
+        table, _ = table_of({(v, "finetuned"): list(0.5 + rng.normal(0, 0.01, n))
+                             for v in st["versions"]})
+        m = summary_metrics(summarize(table, st["baseline"], design(n, looks=[30]),
+                                      contrasts=st["contrasts"]))
+        count = len(leaves(m))
+        assert count <= 20 and count == 1 + len(st["versions"]) + 3 * (
+            len(st["versions"]) - 1 + len(st["contrasts"]))
