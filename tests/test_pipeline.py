@@ -169,14 +169,17 @@ def metric_columns(project: Path) -> dict[str, float]:
 def test_metrics_are_a_few_flat_numbers_per_run_and_version(project):
     cols = metric_columns(project)
     versions = ["none", "padcrop_flip", "version_0", "version_1", "version_2"]
-    runs = {c for c in cols if c.startswith("metrics/runs/")}
-    assert runs == {f"metrics/runs/{v}/finetuned/n24/seed0.json:acc" for v in versions}
+    # a run's own accuracy is an output `dvc metrics show metrics/runs/...` reads on request,
+    # not a column: the table keeps the summary's columns at any number of seeds
+    assert not {c for c in cols if c.startswith("metrics/runs/")}
+    shown = sh(project, "dvc", "metrics", "show", "metrics/runs/version_0/finetuned/n24")
+    assert "seed0.json" in shown and "acc" in shown
     summary = {c.split(":", 1)[1] for c in cols if c.startswith("metrics/summary.json")}
     # one seed: no intervals, no p-values; the baseline has no difference to itself
     assert summary == {"n_seeds", "contrasts.grayscale.finetuned.n24.diff"} | \
         {f"{v}.finetuned.n24.{k}" for v in versions for k in ("acc", "diff")
          if (v, k) != ("none", "diff")}
-    assert len(cols) == 16
+    assert len(cols) == 11
 
 
 def test_plots_are_data_series_dvc_draws(project):
