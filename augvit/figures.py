@@ -76,6 +76,12 @@ def run_curves(run_dir: Path, metric: str) -> np.ndarray:
     return np.array([values[s] for s in sorted(values)])
 
 
+def validated_epochs(p: Params, n: int) -> np.ndarray:
+    """The epochs (1-based) of a run's first n validations: every train.val_every epochs, at
+    most train.epochs apart (augvit/training.py)."""
+    return np.arange(1, n + 1) * min(p.train.val_every, p.train.epochs)
+
+
 def group_curves(p: Params, live: Path, version: str, backbone: str, size: int,
                  metric: str) -> np.ndarray:
     """(seeds, epochs) validation curve of one group."""
@@ -95,7 +101,7 @@ def plot_curves(p: Params, live: Path, out: Path) -> None:
                         + p.study.train_sizes.index(size)) % len(styles)]
         for ax, metric, scale in zip(axes, ("acc", "loss"), (100, 1)):
             stack = scale * group_curves(p, live, version, backbone, size, metric)
-            epochs = np.arange(1, stack.shape[1] + 1)
+            epochs = validated_epochs(p, stack.shape[1])
             ax.plot(epochs, stack.mean(0), style, color=c, marker="o", markersize=3,
                     label=group_label(p, version, backbone, size))
             if len(stack) > 1:
@@ -276,8 +282,8 @@ def curve_rows(p: Params, live: Path) -> list[dict]:
                   for m, scale in (("acc", 100), ("loss", 1))}
         n = min(s.shape[1] for s in stacks.values())
         label = group_label(p, version, backbone, size)
-        for e in range(n):
-            row = {"epoch": e + 1, "version": version, "group": label, "order": order[version],
+        for e, epoch in enumerate(validated_epochs(p, n)):
+            row = {"epoch": int(epoch), "version": version, "group": label, "order": order[version],
                    "colour": colours[version]}
             for m, stack in stacks.items():
                 for suffix, value in (("", stack[:, e].mean()), ("_low", stack[:, e].min()),

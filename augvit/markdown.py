@@ -86,8 +86,8 @@ def _next_step(c: dict, a: dict) -> str:
     seeds = d["seeds"] + [max(d["seeds"]) + 1 + k for k in range(more)]
     runs = more * a["runs_per_seed"]
     rs = a.get("run_seconds")
-    cost = (f", {runs} more runs: about {runs * rs['mean'] / 60:.0f} min of training at the "
-            f"{rs['mean']:.0f} s a run measured here" if rs else f", {runs} more runs")
+    cost = (f", {runs} more runs: about {runs * rs['median'] / 60:.0f} min of training at the "
+            f"{rs['median']:.0f} s a run measured here (median)" if rs else f", {runs} more runs")
     return (f" {more} more seeds (a look at {plan['seeds']}) give a {plan['probability']:.0%} "
             f"chance to decide it{cost}: `dvc exp run -S 'study.seeds=["
             + ",".join(map(str, seeds)) + "]'` (trains only the new seeds).")
@@ -214,8 +214,8 @@ def cost(a: dict) -> list[str]:
     if not rs:
         return []
     return ["## What it cost", "", "<!-- cost:start -->",
-            f"{rs['runs']} trainings took {rs['mean']:.0f} s each on average "
-            f"({rs['runs'] * rs['mean'] / 60:.0f} min in all) on "
+            f"{rs['runs']} trainings took {rs['median']:.0f} s each (median; "
+            f"{rs['runs'] * rs['median'] / 60:.0f} min for all at that pace) on "
             f"{', '.join(md(d) for d in rs['devices'])}, "
             "as each train stage measured itself on this machine (from loading the data to "
             "writing the model; each stage's start-up adds a few seconds).",

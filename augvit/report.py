@@ -46,7 +46,7 @@ def summarize(table: Table, baseline: str, design: dict, losses: dict | None = N
               correct: dict | None = None, run_seconds: dict | None = None) -> dict:
     """The whole analysis. `design`: {"seeds": the study's seeds in params order, "looks",
     "spending", "target"}. `losses` and `correct` (group -> (n_seeds, n_test) 0/1 array in
-    seed order) are optional; `run_seconds` ({"mean": seconds, "runs": n, "cpu": ...}) turns
+    seed order) are optional; `run_seconds` ({"median": seconds, "runs": n, ...}) turns
     the seeds an undecided comparison needs into minutes."""
     groups = {}
     for (v, b, n), seeds in table.items():

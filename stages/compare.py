@@ -20,7 +20,7 @@ from augvit.report import collect, summarize, summary_metrics
 
 
 def run_seconds(folder: Path | None, study_runs: list) -> dict | None:
-    """The mean wall time of the study's trainings as the train stage noted them on this
+    """The median wall time of the study's trainings as the train stage noted them on this
     machine (`.timings/<run>.json`), or None where none was noted."""
     if folder is None:
         return None
@@ -35,7 +35,8 @@ def run_seconds(folder: Path | None, study_runs: list) -> dict | None:
                 cpus.add(str(note.get("gpu") or note.get("cpu")))
     if not seconds:
         return None
-    return {"mean": sum(seconds) / len(seconds), "runs": len(seconds), "devices": sorted(cpus)}
+    # the median: a run slowed by other work on the machine moves it least
+    return {"median": float(np.median(seconds)), "runs": len(seconds), "devices": sorted(cpus)}
 
 
 def main(argv: list[str] | None = None) -> None:

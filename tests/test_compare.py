@@ -143,7 +143,7 @@ def test_verdicts_are_read_off_the_intervals_and_an_undecided_one_gets_its_next_
                          ("same", "finetuned"): list(base + rng.normal(0, 0.003, 12)),
                          ("noisy", "finetuned"): list(base + 0.005 + np.tile([0.03, -0.03], 6))})
     a = summarize(table, "none", design(12, looks=[12, 24, 36]),
-                  run_seconds={"mean": 30.0, "runs": 48, "devices": ["cpu"]})
+                  run_seconds={"median": 30.0, "runs": 48, "devices": ["cpu"]})
     got = {c["a"]: c for c in a["comparisons"]}
     assert got["clear"]["verdict"] == "helps by at least the target"
     assert got["same"]["verdict"] == "equivalent within the target"
