@@ -473,13 +473,7 @@ def figure_problems(name: str, text: str) -> list[str]:
     return problems
 
 
-UNTIED_TODAY = {"README.md": "its results section gives run times and a benchmark figure that "
-                             "no committed file records; tie them or quote the report's"}
-
-
-@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.xfail(
-    strict=True, reason=UNTIED_TODAY[p.name])) if p.name in UNTIED_TODAY else p for p in PAGES],
-    ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_figure_is_tied_to_a_committed_file(page):
     name = page.relative_to(ROOT).as_posix()
     problems = figure_problems(name, page.read_text(encoding="utf-8"))
