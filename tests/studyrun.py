@@ -8,6 +8,7 @@ fan-out's and the SLURM tasks' per-run setting). Both are made once per session.
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -73,8 +74,22 @@ def results(project: Path) -> dict[str, object]:
         for f in sorted((project / root).rglob("*")):
             if not f.is_file() or f.name == ".gitignore" or f.suffix == ".paused":
                 continue
-            out[str(f.relative_to(project))] = f.read_bytes()
+            out[str(f.relative_to(project))] = without_timings(f, f.read_bytes())
     return out
+
+
+def without_timings(f: Path, data: bytes) -> bytes:
+    """The report's machine data taken out: the run times each train stage measured (where and
+    when it ran) and the minutes derived from them; everything else stays, byte for byte."""
+    if f.name == "comparison.json":
+        analysis = json.loads(data)
+        analysis.pop("run_seconds", None)
+        return json.dumps(analysis, sort_keys=True).encode()
+    if f.name == "comparison.md":
+        text = re.sub(r", \d+ more runs: about \d+ min of training at the \d+ s a run measured "
+                      r"here \(median\)", "", data.decode())
+        return re.sub(r"## What it cost\n.*?<!-- cost:end -->\n", "", text, flags=re.S).encode()
+    return data
 
 
 def assert_same_study(project: Path, ref: Path) -> int:
