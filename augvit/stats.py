@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import stats
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> dict:
