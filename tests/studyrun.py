@@ -88,7 +88,7 @@ def without_timings(f: Path, data: bytes) -> bytes:
     if f.name == "comparison.md":
         text = re.sub(r"(, \d+ more runs): about \d+ min of training at the \d+ s a run "
                       r"measured here \(median\)", r"\1", data.decode())
-        return re.sub(r"## What it cost\n.*?<!-- cost:end -->\n", "", text, flags=re.S).encode()
+        return re.sub(r"\n## What it cost\n.*?<!-- cost:end -->\n", "", text, flags=re.S).encode()
     return data
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,6 +161,28 @@ def test_verdicts_are_read_off_the_intervals_and_an_undecided_one_gets_its_next_
         assert f"about {more * 4 * 30 / 60:.0f} min of training" in md
     else:
         assert "Even at the design's last look (36 seeds)" in md
+
+
+def test_the_scale_out_tests_read_a_report_with_run_times_as_one_without():
+    """The fan-out and SLURM tests compare a study against one machine's byte for byte, less
+    the run times (a cluster's gather job has none of its own): with and without them, and with
+    an environments table after the cost section, the reports must then read alike, and a
+    changed verdict must still show."""
+    from studyrun import without_timings
+    rng = np.random.default_rng(1)
+    base = 0.5 + rng.normal(0, 0.02, 6)
+    table, _ = table_of({("none", "finetuned"): list(base),
+                         ("noisy", "finetuned"): list(base + np.tile([0.03, -0.02], 3))})
+    timed = summarize(table, "none", design(6, looks=[6, 12]),
+                      run_seconds={"median": 30.0, "runs": 12, "devices": ["cpu"]})
+    untimed = summarize(table, "none", design(6, looks=[6, 12]))
+    assert "## What it cost" in render_report(timed)
+    for envs in (None, {"none/0": {"device": "cpu"}}):
+        a, b = (without_timings(Path("comparison.md"), render_report(x, envs).encode())
+                for x in (timed, untimed))
+        assert a == b
+    other = summarize(table, "noisy", design(6, looks=[6, 12]))
+    assert without_timings(Path("comparison.md"), render_report(other).encode()) != b
 
 
 def test_every_look_is_read_from_the_first_seeds_in_params_order():
