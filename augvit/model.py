@@ -256,6 +256,12 @@ def _check_header_size(path: Path) -> None:
                              "it was not parsed). " + _rebuild_hint(path))
 
 
+# safetensors' dtype names of the torch dtypes a model of this project holds.
+_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+              torch.float64: "F64", torch.int64: "I64", torch.int32: "I32", torch.bool: "BOOL",
+              torch.uint8: "U8", torch.int8: "I8"}
+
+
 def read_model_file(path: str | Path) -> tuple[ClassifierConfig, dict[str, Any],
                                                 dict[str, tuple[int, ...]]]:
     """(config, record, tensor shapes) from the header alone; no tensor is read."""
@@ -319,6 +325,15 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> ViT
         diff = sorted(set(expected.items()) ^ set(shapes.items()))[:3]
         raise ModelFileError(f"{path}: its tensors do not match its config (first "
                              f"differences: {diff}). " + _rebuild_hint(path))
+    want = {k: _ST_DTYPES.get(v.dtype, str(v.dtype)) for k, v in skeleton.state_dict().items()}
+    with safe_open(str(path), framework="pt") as f:
+        odd = sorted((k, f.get_slice(k).get_dtype(), want[k]) for k in f.keys()
+                     if f.get_slice(k).get_dtype() != want[k])
+    if odd:        # load_state_dict would cast them silently
+        k, got, exp = odd[0]
+        raise ModelFileError(f"{path}: tensor {k!r} is {got}, the model's is {exp} ({len(odd)} "
+                             "tensor(s) of another dtype; this project writes the model's "
+                             "own). " + _rebuild_hint(path))
     model = ViTClassifier(**kwargs)
     with safe_open(str(path), framework="pt") as f:
         model.load_state_dict({k: f.get_tensor(k) for k in f.keys()})

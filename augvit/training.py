@@ -355,8 +355,14 @@ def open_resume_dir(resume_dir: Path, fingerprint: str, fresh: bool) -> bool:
                 and usable_checkpoint(last))
     if is_launch_rank_zero() and not resuming:
         shutil.rmtree(resume_dir, ignore_errors=True)
-        resume_dir.mkdir(parents=True)
-        stamp.write_text(fingerprint)
+        try:
+            resume_dir.mkdir(parents=True)
+            stamp.write_text(fingerprint)
+        except OSError as e:     # a file, or a link, where the folder or a parent goes
+            raise StageError(f"the run's resume folder {str(resume_dir)!r} cannot be made "
+                             f"({e.strerror}: {e.filename!r}). Something that is not a folder "
+                             "sits on its path: move it away (nothing of it is read) and "
+                             "rerun.") from None
     return resuming
 
 

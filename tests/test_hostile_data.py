@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -584,6 +585,68 @@ def test_a_raw_array_claiming_more_than_the_total_limit_is_not_loaded(tmp_path):
                                            r"than data.max_total_mb = 10 MB allows"):
         decode.prepare(data_params(val_fraction=0.25, max_total_mb=10), tmp_path / "raw",
                        tmp_path / "prep")
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip", "folder"])
+def test_reading_a_local_source_reports_its_progress_in_plain_lines(tmp_path, monkeypatch,
+                                                                    capsys, kind):
+    """Not on a terminal (CI, a cluster log): a plain line per interval, bytes read of the
+    archive's size rising to 100% with the time left; a folder's total is not known."""
+    from augvit.data import sources
+    monkeypatch.setattr(sources, "PROGRESS_EVERY_S", 0.0)
+    folder = small_folder(tmp_path, n_train=6, n_test=3)
+    src = folder if kind == "folder" else pack(folder, tmp_path / f"c.{kind}")
+    sources.read_local(src)
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("download: ")]
+    assert len(lines) == 3 * (6 + 3)                     # one per image read
+    counts = [int(re.match(r"download: (\d+) images", x).group(1)) for x in lines]
+    assert counts == list(range(1, len(lines) + 1))
+    if kind == "folder":
+        assert re.fullmatch(r"download: 27 images, 0\.\d MB read in \d+ s", lines[-1])
+    else:
+        shares = [int(re.search(r"\((\d+)%\)", x).group(1)) for x in lines]
+        assert shares == sorted(shares) and 0 < shares[-1] <= 100
+        assert all(re.search(r"MB of 0\.\d MB read \(\d+%\), about \d+ s left$", x)
+                   for x in lines)
+
+
+def _tamper_prepared(arrays: dict, how: str) -> dict:
+    images, labels = arrays["images"], arrays["labels"]
+    return {"float images": {"images": images.astype(np.float64), "labels": labels},
+            "int32 labels": {"images": images, "labels": labels.astype(np.int32)},
+            "label too big": {"images": images, "labels": labels + 3},
+            "other size": {"images": images[:, :, :-1, :-1], "labels": labels},
+            "fewer labels": {"images": images, "labels": labels[:-1]},
+            "extra array": {**arrays, "evil": np.zeros(3)}}[how]
+
+
+@pytest.mark.parametrize("how,message", [
+    ("float images", r"'images' is float64 \(\d+, 3, 8, 8\); prepare writes uint8"),
+    ("int32 labels", r"'labels' is int32 .*prepare writes int64"),
+    ("label too big", r"'labels' run from 3 to 5, outside the 3 classes"),
+    ("other size", r"'images' is uint8 \(\d+, 3, 7, 7\).*image_size 8"),
+    ("fewer labels", r"'labels' is int64 \(\d+,\); prepare writes int64 \(\d+,\), one per"),
+    ("extra array", r"holds \['evil.npy', 'images.npy', 'labels.npy'\]"),
+    ("compressed", r"'images.npy' is compressed"),
+])
+def test_a_tampered_prepared_split_is_refused_by_name_not_cast(tmp_path, how, message):
+    """data/prepared may come from a DVC remote: every stage that reads it (train, evaluate,
+    plots) gets prepare's dtypes and shapes or a named error, never a silent cast."""
+    from augvit.data.batches import PreparedDataError, load_split
+    fetch(str(small_folder(tmp_path)), tmp_path / "raw")
+    prep = tmp_path / "prep"
+    decode.prepare(data_params(val_fraction=0.25, image_size=8), tmp_path / "raw", prep)
+    images, labels = load_split(prep, "train")               # the real output loads
+    assert images.dtype.is_floating_point is False and len(images) == len(labels)
+    arrays = load_arrays(prep / "train.npz")
+    with open(prep / "train.npz", "wb") as f:
+        if how == "compressed":
+            np.savez_compressed(f, **arrays)
+        else:
+            np.savez(f, **_tamper_prepared(arrays, how))
+    with pytest.raises(PreparedDataError, match=rf"train.npz: {message}.*dvc repro --force "
+                                                 r"prepare"):
+        load_split(prep, "train")
 
 
 # ------------------------------------------------------------------ bombs, round two

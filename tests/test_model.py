@@ -206,6 +206,20 @@ def test_tensors_that_do_not_match_the_config_are_refused(tmp_path):
         load_classifier(path)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.int32])
+def test_tensors_of_another_dtype_are_refused_not_cast(tmp_path, dtype):
+    """load_state_dict would copy a float64 or int tensor into the float32 model silently."""
+    path = saved(tmp_path)
+    with safe_open(str(path), framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    state["vit.classifier.weight"] = state["vit.classifier.weight"].to(dtype)
+    rewrite(path, tensors=state)
+    name = {torch.float64: "F64", torch.float16: "F16", torch.int32: "I32"}[dtype]
+    with pytest.raises(ModelFileError, match=rf"tensor 'vit.classifier.weight' is {name}, the "
+                                             r"model's is F32 \(1 tensor.*dvc repro --force"):
+        load_classifier(path)
+
+
 def test_a_resume_checkpoint_with_a_payload_is_refused_and_kept(tmp_path):
     """Our reader and Lightning's (the checkpoint IO plugin) load weights only."""
     marker, ckpt = tmp_path / "PWNED", tmp_path / "last.ckpt"

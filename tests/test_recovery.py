@@ -93,6 +93,20 @@ def test_a_resume_state_is_used_only_for_the_very_same_run(tmp_path, case, resum
         assert (folder / "config.json").read_text().startswith("fingerprint-")
 
 
+@pytest.mark.parametrize("where", ["the folder", "a parent"])
+def test_a_file_where_the_resume_folder_goes_is_named_and_kept(tmp_path, where):
+    """Not a FileExistsError traceback: the message names the path, and the file stays."""
+    from augvit.io import StageError
+    folder = tmp_path / "resume" / "run"
+    blocker = folder if where == "the folder" else folder.parent
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("someone's notes")
+    with pytest.raises(StageError, match=rf"resume folder '{folder}' cannot be made .*"
+                                         r"not a folder sits on its path"):
+        open_resume_dir(folder, "fingerprint-A", fresh=False)
+    assert blocker.read_text() == "someone's notes"
+
+
 def test_usable_checkpoint_needs_weights_and_loop_state(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "weights-only.ckpt")
     fake_checkpoint(tmp_path / "ok.ckpt")

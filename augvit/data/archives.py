@@ -74,6 +74,7 @@ class Member:
     is_dir: bool
     size: int                                    # claimed size in bytes (0 for a folder)
     open: Callable[[], BinaryIO] | None = None   # a reader of its bytes (files only)
+    at: int = 0                                  # bytes of an archive read to reach it
 
 
 def corrupt(where: str, e: BaseException, member: str | None = None) -> SourceError:
@@ -276,13 +277,14 @@ def _open_regular(real: Path, name: str, where: str) -> BinaryIO:
 
 def _tar_members(path: Path, where: str) -> Iterator[Member]:
     try:
-        with tarfile.open(path, "r:*") as tar:
+        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
             while (m := tar.next()) is not None:
                 tar.members.clear()       # keep no index: a million tiny headers cost nothing
                 if m.isdir():
-                    yield Member(m.name.rstrip("/"), True, 0)
+                    yield Member(m.name.rstrip("/"), True, 0, at=raw.tell())
                 elif m.isreg():           # links, devices, FIFOs: not members
-                    yield Member(m.name, False, m.size, partial(tar.extractfile, m))
+                    yield Member(m.name, False, m.size, partial(tar.extractfile, m),
+                                 at=raw.tell())
     except BROKEN as e:
         raise corrupt(where, e) from None
 
@@ -294,10 +296,11 @@ def _zip_members(path: Path, where: str) -> Iterator[Member]:
             for info in zf.infolist():
                 kind = stat.S_IFMT(info.external_attr >> 16)     # 0: not recorded
                 if info.is_dir():
-                    yield Member(info.filename.rstrip("/"), True, 0)
+                    yield Member(info.filename.rstrip("/"), True, 0, at=info.header_offset)
                 elif kind in (0, stat.S_IFREG):                # a zipped link is not a member
                     yield Member(info.filename, False, info.file_size,
-                                 partial(_zip_open, zf, info, where))
+                                 partial(_zip_open, zf, info, where),
+                                 at=info.header_offset + info.compress_size)
     except BROKEN as e:
         raise corrupt(where, e) from None
 

@@ -19,6 +19,8 @@ limits: augvit/data/archives.py.
 from __future__ import annotations
 
 import hashlib
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -30,6 +32,7 @@ from augvit.data.classnames import check_class_names
 from augvit.io import StageError
 
 SPLITS = ("train", "test")
+PROGRESS_EVERY_S = 10.0       # a plain progress line this often when not on a terminal
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
 
@@ -70,17 +73,56 @@ def read_local(path: Path, limits: Limits = Limits()) -> tuple[dict[str, Encoded
     where = f"data.source {str(path)!r}"
     files: dict[str, dict[str, list[tuple[str, bytes]]]] = {s: {} for s in SPLITS}
     intake = Intake(where, limits)
-    for m in iter_members(path):
-        spot = place(m.name, m.is_dir)
-        if spot is None:
-            continue
-        split, cls, image = spot
-        if cls not in files[split]:
-            check_class_names([cls], where, SourceError)
-        images = files[split].setdefault(cls, [])
-        if image is not None:
-            images.append((f"{split}/{cls}/{image}", intake.read(m)))
+    with ReadProgress(path.stat().st_size if path.is_file() else None) as progress:
+        for m in iter_members(path):
+            spot = place(m.name, m.is_dir)
+            if spot is None:
+                continue
+            split, cls, image = spot
+            if cls not in files[split]:
+                check_class_names([cls], where, SourceError)
+            images = files[split].setdefault(cls, [])
+            if image is not None:
+                images.append((f"{split}/{cls}/{image}", intake.read(m)))
+                progress.step(m.at if progress.total else progress.read + m.size)
     return _to_splits(str(path), files)
+
+
+class ReadProgress:
+    """Bytes read from a local source (of the archive's size, with the time left; a folder's
+    total is not known in advance): a bar on a terminal, otherwise a plain line every
+    PROGRESS_EVERY_S seconds (CI and cluster logs)."""
+
+    def __init__(self, total: int | None):
+        from tqdm import tqdm
+        self.total, self.read, self.images = total, 0, 0
+        self.t0 = self.last = time.monotonic()
+        self.bar = tqdm(total=total, unit="B", unit_scale=True, desc="download: reading",
+                        mininterval=0.5, disable=not sys.stderr.isatty())
+
+    def __enter__(self) -> ReadProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def step(self, read: int) -> None:
+        self.images += 1
+        self.bar.update(max(0, read - self.read))
+        self.read = max(self.read, read)
+        now = time.monotonic()
+        if self.bar.disable and now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            print(f"download: {self.line(now - self.t0)}", flush=True)
+
+    def line(self, elapsed: float) -> str:
+        mb = f"{self.read / 1e6:,.1f} MB"
+        if not self.total:
+            return f"{self.images:,} images, {mb} read in {elapsed:.0f} s"
+        share = min(self.read / self.total, 1.0)
+        left = f", about {elapsed * (1 - share) / share:.0f} s left" if share > 0 else ""
+        return (f"{self.images:,} images, {mb} of {self.total / 1e6:,.1f} MB read "
+                f"({share:.0%}){left}")
 
 
 def _to_splits(where: str, files: dict) -> tuple[dict[str, EncodedSplit], list[str]]:
