@@ -244,6 +244,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     ap.add_argument("--out", type=Path, default=None, help="write results as JSON here")
     ap.add_argument("--no-repro", action="store_true", help="skip the no-op dvc repro timing")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="only the calibration figure (about a minute on a CPU): the default "
+                         "model's training step, batch 128, version_1, to quote beside a wall "
+                         "time measured in the same hour")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                     help="auto: the CPU rows, and the GPU rows when there is a GPU")
     args = ap.parse_args(argv)
@@ -263,18 +267,21 @@ def main(argv: list[str] | None = None) -> None:
         gpu = dev.type == "cuda"
         batch = 256 if gpu else (16 if quick else 128)
         reps = 2 if quick else (20 if gpu else 5)
-        for name, size in (("version_1", 224), ("deit", 224), ("deit", 32)):
+        for name, size in () if args.calibrate else (("version_1", 224), ("deit", 224),
+                                                      ("deit", 32)):
             recipe, tf = recipes[name]
             res["augment"][f"{dev.type}/{name}/{size}"] = bench_augment(
                 images, recipe, tf(size), size, batch, reps, dev)
         print(f"augment on {dev.type} done", file=sys.stderr)
         runs = [("vit-small-32 (default)", small_cfg, batch, False, "version_1"),
                 ("vit-small-32 (default)", small_cfg, batch, False, "deit")]
-        if not quick and not gpu and params.train.batch_size != batch:
+        if args.calibrate:
+            runs = runs[:1]
+        elif not quick and not gpu and params.train.batch_size != batch:
             # the default study's own batch (smaller batches: more fixed cost per image)
             runs += [("vit-small-32 (default)", small_cfg, params.train.batch_size, False, r)
                      for r in ("version_1", "deit")]
-        if not quick or gpu:
+        if (not quick or gpu) and not args.calibrate:
             runs += [("ViT-B/16-224 frozen", VIT_B16, 256 if gpu else 8, True, "version_1"),
                      ("ViT-B/16-224 frozen", VIT_B16, 256 if gpu else 8, True, "deit")]
         for name, cfg, b, freeze, rname in runs:
@@ -285,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
             r.update(device=dev.type, recipe=rname)
             res["train_step"].append(r)
             print(f"train step {name}, {rname} on {dev.type} done", file=sys.stderr)
-    res["noop_repro"] = ({"skipped": "--no-repro"} if args.no_repro else bench_noop_repro())
+    res["noop_repro"] = ({"skipped": "--no-repro or --calibrate"}
+                         if args.no_repro or args.calibrate else bench_noop_repro())
     print_table(res)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

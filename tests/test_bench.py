@@ -28,6 +28,20 @@ def test_benchmark_runs_on_tiny_sizes(tmp_path):
     assert "augmentation, version_1 recipe" in r.stdout and "training step" in r.stdout
 
 
+def test_calibrate_measures_only_the_default_training_step(tmp_path):
+    """The figure quoted beside a wall time: the default model's first row, nothing else."""
+    out = tmp_path / "cal.json"
+    r = subprocess.run([sys.executable, "-m", "bench.bench", "--quick", "--calibrate",
+                        "--device", "cpu", "--out", str(out)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(out.read_text())
+    assert res["augment"] == {} and "skipped" in res["noop_repro"]
+    [step] = res["train_step"]
+    assert (step["model"], step["recipe"]) == ("vit-small-32 (default)", "version_1")
+    assert step["model_only"] > 0
+
+
 needs_git = pytest.mark.skipif(not (ROOT / ".git").exists(),
                                reason="bench.vs_revision reads git history; this tree has none")
 
