@@ -32,6 +32,7 @@ from urllib.parse import unquote
 import pytest
 import yaml
 
+from augvit.includes import INCLUDE, generated_text
 from conftest import DEFAULT_PARAMS, ROOT
 
 THIS = Path(__file__).resolve().relative_to(ROOT).as_posix()
@@ -805,30 +806,16 @@ def test_summary_keys_the_docs_name_exist():
             assert has(key), f"{page.relative_to(ROOT)} names {key}, not in metrics/summary.json"
 
 
-INCLUDE = re.compile(r"<!-- include (\S+?)(?: (\w+))? -->\n(.*?)<!-- /include -->", re.S)
-
-
-def generated_text(name: str, part: str | None) -> str:
-    """A generated file's text, or its part between `<!-- PART:start -->` and `<!-- PART:end -->`
-    (as reports/comparison.md marks its reading)."""
-    text = (ROOT / name).read_text(encoding="utf-8")
-    if part is None:
-        return text.strip()
-    start, end = f"<!-- {part}:start -->", f"<!-- {part}:end -->"
-    assert start in text and end in text, f"{name} has no {start} ... {end} part"
-    return text.split(start, 1)[1].split(end, 1)[0].strip()
-
-
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_included_generated_text_equals_its_file(page):
     """A page may quote a generated file between `<!-- include reports/x.md -->` (or
     `<!-- include reports/x.md PART -->` for its marked part) and `<!-- /include -->`; the quote
     must equal the file's current text."""
-    for name, part, body in INCLUDE.findall(page.read_text(encoding="utf-8")):
+    for _, name, part, body, _ in INCLUDE.findall(page.read_text(encoding="utf-8")):
         assert (ROOT / name).is_file(), f"{page.name} includes {name}, which does not exist"
-        assert body.strip() == generated_text(name, part or None), (
-            f"{page.relative_to(ROOT)}: the text quoted from {name} {part} is stale: copy the "
-            f"file's current text between the include markers")
+        assert body.strip() == generated_text(ROOT, name, part or None), (
+            f"{page.relative_to(ROOT)}: the text quoted from {name} {part} is stale: run "
+            "`python -m augvit.includes README.md docs/*.md`")
 
 
 def test_a_stale_quote_of_generated_text_is_caught(tmp_path, monkeypatch):
