@@ -280,3 +280,17 @@ def test_a_gather_that_would_train_stops_the_training_and_names_it():
         stream([sys.executable, "-c", code], no_train=True)
     assert time.time() - t0 < 30
     assert stream([sys.executable, "-c", code.replace("60", "0")], no_train=False) == 0
+
+
+def test_the_fanout_refuses_a_hostile_params_file_before_any_dvc_command(tmp_path):
+    """The fan-out (and the SLURM tasks, which run it) start `dvc repro --single-item`, which
+    skips validate and lets DVC delete the outputs a path-like name declares: so the plan is
+    made from params.yaml through the strict loader first, even with --steps runs."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["versions"]["../../victim"] = ["hflip"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    r = subprocess.run([sys.executable, "-m", "augvit.fanout", "--params",
+                        str(tmp_path / "params.yaml"), "--steps", "runs", "--dry-run"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "invalid version name '../../victim'" in r.stderr and "runs:" not in r.stdout

@@ -121,3 +121,30 @@ def test_a_stage_run_without_validate_still_refuses_the_value_before_the_shell_s
     assert re.search(r"Running stage '(recipe|train)@", out), out
     assert named in out and "--check-params || exit 2" in out, out
     assert not planted(built), out
+
+
+@pytest.mark.parametrize("version,kept", [
+    ("../victim", False),          # in the workspace: DVC deletes it before the command starts
+    ("../.git/victim", True),      # in .git or .dvc: DVC refuses the output path
+    ("../.dvc/victim", True),
+    ("../../victim", False),       # outside the repository: deleted as well
+])
+def test_what_dvc_deletes_before_a_stage_that_skips_validate_can_refuse(built, version, kept):
+    """docs/security.md, "What DVC itself leaves open": DVC removes a stage's declared outputs
+    before its command starts, so under --single-item a version name that is a path costs the
+    file it names, in the workspace or outside the repository (the command's own check names
+    the version right after), though never one in .git or .dvc (the cache): DVC refuses those.
+    Should DVC start refusing such paths, this test fails and the docs can say so."""
+    target = (built / "recipes" / f"{version}.json").resolve()
+    target.write_text("someone's file")
+    hostile(built, version=version)
+    try:
+        out = fails(built, "dvc", "repro", "--single-item", f"recipe@{version}")
+    finally:
+        sh(built, "git", "checkout", "-q", "params.yaml")
+        kept_now = target.exists()
+        target.unlink(missing_ok=True)
+    assert kept_now is kept, out
+    if not kept:
+        assert f"invalid version name '{version}'" in out, out
+    assert not planted(built)
