@@ -21,6 +21,32 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 CLASSES = ["cat", "dog", "frog"]
+RECORD_PEAKS = "AUGVIT_RECORD_PEAKS"   # a JSON file: the hostile-input tests add what they measured
+
+
+def record_peak(key: str, peak_mb: float, input_bytes: int) -> None:
+    """With AUGVIT_RECORD_PEAKS=FILE, add a hostile-input test's measurement to FILE (the table
+    of docs/security.md ties its figures to bench/results/security/peaks.json, written so):
+
+        AUGVIT_RECORD_PEAKS=bench/results/security/peaks.json \\
+            python -m pytest -n 0 tests/test_hostile_data.py tests/test_model.py
+    """
+    import fcntl
+    import json
+    import os
+    target = os.environ.get(RECORD_PEAKS)
+    if not target:
+        return
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = json.loads(path.read_text()) if path.is_file() else {}
+        table[key] = {"peak_mb": round(peak_mb, 1), "input_bytes": input_bytes}
+        path.write_text(json.dumps(dict(sorted(table.items())), indent=2) + "\n")
+    path.with_suffix(".lock").unlink(missing_ok=True)
+
+
 def committed_params_text() -> str:
     """The committed params.yaml: after `dvc exp run -S ...` the workspace's file holds that
     experiment's values, and tests of the defaults must not depend on a user's experiments."""

@@ -133,3 +133,17 @@ def test_gpu_check_bundle_limit_is_an_option():
     assert tight.returncode != 0 and "over --limit-mib 0.01" in tight.stderr, tight.stderr
     bad = run_gpu_check("size", "--limit-mib", "lots", "bench")
     assert bad.returncode != 0 and "'lots'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_alias_bomb_measure_runs_both_parsers_on_the_same_file(tmp_path):
+    """A million values: DVC expands them all; the project's check refuses the file unexpanded,
+    by its alias rule, in less memory than DVC took."""
+    out = tmp_path / "bomb.json"
+    r = subprocess.run([sys.executable, "-m", "bench.alias_bomb", "--levels", "6", "--out",
+                        str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(out.read_text())
+    assert res["values"] == 10 ** 6 and res["dvc"]["exit"] == 0
+    assert res["check"]["exit"] == 2 and "with its YAML aliases" in res["check"]["output_tail"]
+    assert res["check"]["peak_mb"] < res["dvc"]["peak_mb"]
+    assert sys.executable not in json.dumps(res)         # no machine's path in a result

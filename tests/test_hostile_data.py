@@ -25,7 +25,7 @@ from augvit.data.fetch import fetch
 from augvit.data.classnames import check_class_names
 from augvit.data.sources import Limits, SourceError, read_hub
 from augvit.io import StageError, load_arrays, load_json
-from conftest import ROOT, data_params, make_image_folder, pack
+from conftest import ROOT, data_params, make_image_folder, pack, record_peak
 
 GiB = 1 << 30
 
@@ -681,6 +681,7 @@ def test_zip_entries_that_share_their_data_are_refused_before_inflating(tmp_path
     assert text.startswith("refused:") and "member 'train/cat/x.png' starts inside the data " \
         "of the member before it" in text, text
     assert peak_mb < PEAK_MB, peak_mb
+    record_peak("zip_shared_stream", peak_mb, src.stat().st_size)
     assert not (tmp_path / "raw").exists()
 
 
@@ -691,6 +692,7 @@ def test_a_zip_member_claiming_over_100x_its_compressed_size_is_refused_uninflat
     assert text.startswith("refused:") and "member 'train/cat/z.png' claims 41,943,040 bytes " \
         "from" in text and "over 100x" in text, text
     assert peak_mb < PEAK_MB, peak_mb
+    record_peak("zip_ratio", peak_mb, src.stat().st_size)
 
 
 def test_a_member_name_of_500000_characters_is_refused_by_its_length(tmp_path):
@@ -703,6 +705,7 @@ def test_a_member_name_of_500000_characters_is_refused_by_its_length(tmp_path):
     assert text.startswith("refused:") and "a member's name is 500,014 characters long" in \
         text and "over the 1024 allowed" in text, text
     assert peak_mb < PEAK_MB, peak_mb
+    record_peak("tar_long_name", peak_mb, src.stat().st_size)
 
 
 def test_a_folder_1100_levels_deep_is_named_not_a_recursion_error(tmp_path):
@@ -747,6 +750,7 @@ def test_a_16_bit_png_is_held_to_the_decode_budget_in_bytes(tmp_path):
         "decoding it takes 12 bytes a pixel, 432 MB, over the 160 MB that " \
         "data.max_image_pixels = 40,000,000 8-bit pixels may take" in text, text
     assert peak_mb < PEAK_MB, peak_mb
+    record_peak("png_16_bit", peak_mb, len(blob))
 
 
 # ------------------------------------------------------------------ local hub copies
@@ -800,6 +804,7 @@ def test_a_parquet_column_chunk_claiming_gigabytes_is_refused_from_its_footer(tm
         "decompresses to 270,0" in text and "over the 256 MB one column chunk may take" in \
         text, text
     assert peak_mb < PEAK_MB, peak_mb
+    record_peak("parquet_chunk", peak_mb, (hub / "train-bomb.parquet").stat().st_size)
 
 
 def test_prepare_prints_a_hostile_file_name_as_visible_text(tmp_path, capfd):

@@ -16,6 +16,7 @@ from augvit.model import ModelFileError, ViTClassifier, load_classifier, save_cl
 from augvit import model as model_module
 from augvit.training import (AtomicCheckpointIO, EpochLog, NonFiniteLossError, TrainModule,
                              UnsafeCheckpointError, resolve_precision, usable_checkpoint)
+from conftest import record_peak
 
 TINY = {"image_size": 16, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 1,
         "num_attention_heads": 2, "intermediate_size": 32, "num_labels": 3}
@@ -337,6 +338,7 @@ def test_a_30_mb_header_is_refused_by_its_length_unparsed(tmp_path):
     assert text.startswith("refused:") and "its header claims 42,000,136 bytes, over the " \
         "16,777,216 a model file of this project may have" in text, text
     assert peak < PEAK_MB, peak
+    record_peak("model_header_long", peak, path.stat().st_size)
 
 
 def test_a_deeply_nested_header_is_named_not_a_recursion_error(tmp_path):
@@ -347,6 +349,7 @@ def test_a_deeply_nested_header_is_named_not_a_recursion_error(tmp_path):
     assert text.startswith("refused:") and "its header nests deeper than Python parses" in \
         text, text
     assert peak < PEAK_MB, peak
+    record_peak("model_header_nested", peak, path.stat().st_size)
 
 
 @pytest.mark.parametrize("name", ["<img src=x onerror=alert(1)>", "a\x1b[2Jb", "../../etc",
