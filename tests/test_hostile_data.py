@@ -789,8 +789,8 @@ def test_a_readme_naming_files_inside_the_folder_is_followed(tmp_path, monkeypat
 
 def test_a_parquet_column_chunk_claiming_gigabytes_is_refused_from_its_footer(tmp_path,
                                                                               monkeypatch):
-    """270 MB of zeros in one column chunk, zstd: a few KB on disk, decompressed whole. (Its
-    footer tells; a dictionary-encoded column's decoded size it does not: docs/security.md.)"""
+    """270 MB of zeros in one column chunk, zstd: a few KB on disk, decompressed whole; its
+    footer tells."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     hub = hub_folder(tmp_path, monkeypatch)
@@ -805,6 +805,42 @@ def test_a_parquet_column_chunk_claiming_gigabytes_is_refused_from_its_footer(tm
         text, text
     assert peak_mb < PEAK_MB, peak_mb
     record_peak("parquet_chunk", peak_mb, (hub / "train-bomb.parquet").stat().st_size)
+
+
+def test_a_dictionary_encoded_column_that_repeats_one_large_value_is_refused_unexpanded(
+        tmp_path, monkeypatch):
+    """One 500 KB value in the dictionary, referred to by 2,000 rows: a file of a few hundred
+    bytes whose footer claims half a megabyte, and a gigabyte once `datasets` reads it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    hub = hub_folder(tmp_path, monkeypatch)
+    column = pa.array([bytes(500_000)] * 2000, pa.binary())
+    pq.write_table(pa.table({"pad": column}), hub / "train-bomb.parquet", compression="zstd",
+                   row_group_size=2000)
+    del column
+    chunk = pq.ParquetFile(hub / "train-bomb.parquet").metadata.row_group(0).column(0)
+    assert chunk.has_dictionary_page and chunk.total_uncompressed_size < 1_000_000  # premise
+    text, peak_mb = peak_of_fetch(hub, tmp_path / "raw")
+    assert text.startswith("refused:") and "'train-bomb.parquet', row group 0, column 'pad': " \
+        "decodes to 1,000,000,000 bytes" in text and "over the 256 MB" in text, text
+    assert peak_mb < PEAK_MB, peak_mb
+    record_peak("parquet_dictionary", peak_mb, (hub / "train-bomb.parquet").stat().st_size)
+
+
+def test_a_run_length_encoded_column_is_bounded_by_its_count_of_values(tmp_path, monkeypatch):
+    """Run-length encoding packs any number of equal values into a few bytes; the footer's
+    count of values bounds what the chunk decodes to."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from augvit.data import sources
+    monkeypatch.setattr(sources, "MAX_PARQUET_CHUNK_MB", 1)
+    path = tmp_path / "runs.parquet"
+    pq.write_table(pa.table({"label": pa.array([0] * 200_000, pa.int64())}), path,
+                   row_group_size=200_000)
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).total_uncompressed_size < 1e6
+    with pytest.raises(SourceError, match=r"column 'label': holds 200,000 values, up to "
+                                          r"1,600,000 bytes, over the 1 MB"):
+        sources.check_parquet_sizes(path, "data.source 'x'")
 
 
 def test_prepare_prints_a_hostile_file_name_as_visible_text(tmp_path, capfd):

@@ -275,26 +275,80 @@ def _readme_patterns(folder: Path, where: str) -> dict[str, list] | None:
 
 
 def check_parquet_sizes(path: Path, where: str) -> None:
-    """Refuse a parquet file whose footer says a column chunk decompresses to more than
-    MAX_PARQUET_CHUNK_MB: a few KB of zstd can claim gigabytes."""
+    """Refuse a parquet file any of whose column chunks decodes to more than
+    MAX_PARQUET_CHUNK_MB: a few KB of zstd can claim gigabytes.
+
+    The footer gives each chunk's size after decompression, but not after decoding: a run-length
+    encoded column can hold millions of values in a few bytes, and a dictionary-encoded one can
+    repeat one large value in every row. So the chunk's values are counted from the footer
+    (8 bytes each at the most for a fixed-width column), and a dictionary-encoded byte column is
+    read as its dictionary and indices (never expanded) to sum the lengths of its values."""
     import pyarrow.parquet as pq
+    limit = MAX_PARQUET_CHUNK_MB * 1_000_000
     try:
         meta = pq.ParquetFile(path).metadata
     except Exception as e:  # noqa: BLE001 - pyarrow's many error kinds on a broken footer
         raise SourceError(f"{where}: {path.name!r} is not a readable parquet file "
                           f"({type(e).__name__}: {str(e)[:200]}). Fetch a fresh copy and "
                           "rerun. Nothing was written.") from None
+    dictionary: set[str] = set()
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         for c in range(group.num_columns):
-            size = group.column(c).total_uncompressed_size
-            if size > MAX_PARQUET_CHUNK_MB * 1_000_000:
-                raise SourceError(
-                    f"{where}: {path.name!r}, row group {g}, column "
-                    f"{group.column(c).path_in_schema!r:.80}: decompresses to {size:,} bytes, "
-                    f"over the {MAX_PARQUET_CHUNK_MB} MB one column chunk may take (read "
-                    "whole). Re-write the file with smaller row groups (pyarrow "
-                    "`row_group_size`), or remove it, and rerun. Nothing was written.")
+            col = group.column(c)
+            for size, what in ((col.total_uncompressed_size, "decompresses to"),
+                               (8 * col.num_values, f"holds {col.num_values:,} values, up to")):
+                if size > limit:
+                    raise _chunk_error(where, path, g, col.path_in_schema, f"{what} {size:,} "
+                                       "bytes")
+            if col.has_dictionary_page and col.physical_type == "BYTE_ARRAY":
+                dictionary.add(col.path_in_schema)
+    if dictionary:
+        _check_dictionary_sizes(path, where, sorted(dictionary), meta.num_row_groups, limit)
+
+
+def _check_dictionary_sizes(path: Path, where: str, columns: list[str], groups: int,
+                            limit: int) -> None:
+    """Each dictionary-encoded byte column's decoded size, from its dictionary and indices."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    def decoded(arr) -> int:
+        if isinstance(arr, pa.DictionaryArray):
+            lengths = pc.binary_length(arr.dictionary)
+            return int(pc.sum(pc.take(lengths, arr.indices)).as_py() or 0)
+        if isinstance(arr, pa.StructArray):
+            return sum(decoded(arr.field(k)) for k in range(arr.type.num_fields))
+        if isinstance(arr, (pa.ListArray, pa.LargeListArray)):
+            return decoded(arr.values)
+        return 0
+
+    try:
+        f = pq.ParquetFile(path, read_dictionary=columns)
+        tops = sorted({c.split(".")[0] for c in columns})
+        for g in range(groups):
+            table = f.read_row_group(g, columns=tops)
+            for top in tops:
+                size = sum(decoded(chunk) for chunk in table.column(top).chunks)
+                if size > limit:
+                    raise _chunk_error(where, path, g, top, f"decodes to {size:,} bytes (its "
+                                       "dictionary's values repeated row by row)")
+            del table
+    except SourceError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pyarrow's many error kinds on a broken file
+        raise SourceError(f"{where}: {path.name!r} is not a readable parquet file "
+                          f"({type(e).__name__}: {str(e)[:200]}). Fetch a fresh copy and "
+                          "rerun. Nothing was written.") from None
+
+
+def _chunk_error(where: str, path: Path, group: int, column: str, what: str) -> SourceError:
+    return SourceError(
+        f"{where}: {path.name!r}, row group {group}, column {column!r:.80}: {what}, over the "
+        f"{MAX_PARQUET_CHUNK_MB} MB one column chunk may take (read whole). Re-write the file "
+        "with smaller row groups (pyarrow `row_group_size`), or remove it, and rerun. Nothing "
+        "was written.")
 
 
 def _hub_split(part, split: str, image_col: str, label_col: str, classes: list[str],
