@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None, help="write results as JSON here")
     ap.add_argument("--no-repro", action="store_true", help="skip the no-op dvc repro timing")
     ap.add_argument("--calibrate", action="store_true",
-                    help="only the calibration figure (about a minute on a CPU): the default "
+                    help="only the calibration figure (under a minute on a CPU): the default "
                          "model's training step, batch 128, version_1, to quote beside a wall "
                          "time measured in the same hour")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",

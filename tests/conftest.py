@@ -39,12 +39,15 @@ def record_peak(key: str, peak_mb: float, input_bytes: int) -> None:
         return
     path = Path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        table = json.loads(path.read_text()) if path.is_file() else {}
+    with open(path, "a+") as f:             # locked itself: parallel test workers add in turn
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        text = f.read()
+        table = json.loads(text) if text.strip() else {}
         table[key] = {"peak_mb": round(peak_mb, 1), "input_bytes": input_bytes}
-        path.write_text(json.dumps(dict(sorted(table.items())), indent=2) + "\n")
-    path.with_suffix(".lock").unlink(missing_ok=True)
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps(dict(sorted(table.items())), indent=2) + "\n")
 
 
 def committed_params_text() -> str:

@@ -8,8 +8,8 @@ fan-out's and the SLURM tasks' per-run setting). Both are made once per session.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import time

@@ -288,9 +288,7 @@ def check_parquet_sizes(path: Path, where: str) -> None:
     try:
         meta = pq.ParquetFile(path).metadata
     except Exception as e:  # noqa: BLE001 - pyarrow's many error kinds on a broken footer
-        raise SourceError(f"{where}: {path.name!r} is not a readable parquet file "
-                          f"({type(e).__name__}: {str(e)[:200]}). Fetch a fresh copy and "
-                          "rerun. Nothing was written.") from None
+        raise _unreadable(where, path, e) from None
     dictionary: set[str] = set()
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
@@ -338,9 +336,13 @@ def _check_dictionary_sizes(path: Path, where: str, columns: list[str], groups: 
     except SourceError:
         raise
     except Exception as e:  # noqa: BLE001 - pyarrow's many error kinds on a broken file
-        raise SourceError(f"{where}: {path.name!r} is not a readable parquet file "
-                          f"({type(e).__name__}: {str(e)[:200]}). Fetch a fresh copy and "
-                          "rerun. Nothing was written.") from None
+        raise _unreadable(where, path, e) from None
+
+
+def _unreadable(where: str, path: Path, e: Exception) -> SourceError:
+    return SourceError(f"{where}: {path.name!r} is not a readable parquet file "
+                       f"({type(e).__name__}: {str(e)[:200]}). Fetch a fresh copy and rerun. "
+                       "Nothing was written.")
 
 
 def _chunk_error(where: str, path: Path, group: int, column: str, what: str) -> SourceError:
